@@ -1,0 +1,140 @@
+"""Checkpoint files: atomic writes, the original repository's layout, and safe loading.
+
+The original's checkpoints hold ``weight_orig`` + ``weight_mask`` for pruned layers (what
+``torch.nn.utils.prune`` writes); the pool search works on plain weights plus a separate mask dict.
+This module converts between the two and is the one place that reads and writes those files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .errors import UserError
+from .masks import Masks
+
+BEST_PATTERN = re.compile(r"^(\d+)model_SA_best\.pth\.tar$")
+LAST_PATTERN = re.compile(r"^(\d+)checkpoint\.pth\.tar$")
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_file(path: str | os.PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True`` on the CPU; a missing or corrupt file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"checkpoint {path} is unreadable ({first_line[:160]}); it may be truncated or "
+                        f"not a PyTorch file: remove it or point to another") from None
+
+
+def split_pruned_state(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Masks]:
+    """``weight_orig``/``weight_mask`` pairs -> plain weights (``orig * mask``) and a mask dict."""
+    weights: dict[str, torch.Tensor] = {}
+    masks: Masks = {}
+    for key, value in state_dict.items():
+        if key.endswith("_mask"):
+            masks[key[: -len("_mask")]] = value.clone()
+        elif key.endswith("_orig"):
+            base = key[: -len("_orig")]
+            mask = state_dict.get(f"{base}_mask")
+            weights[base] = value * mask if mask is not None else value.clone()
+        else:
+            weights[key] = value.clone() if torch.is_tensor(value) else value
+    return weights, masks
+
+
+def join_pruned_state(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Plain weights and masks -> the original's layout (``weight_orig`` + ``weight_mask`` for masked tensors)."""
+    state = {}
+    for key, value in weights.items():
+        if key in masks:
+            state[f"{key}_orig"] = value * masks[key]
+            state[f"{key}_mask"] = masks[key].clone()
+        else:
+            state[key] = value
+    return state
+
+
+@dataclass(frozen=True)
+class TicketFile:
+    """One IMP round's best-validation checkpoint in a run folder."""
+
+    round: int
+    path: Path
+
+
+def ticket_files(folder: str | os.PathLike) -> list[TicketFile]:
+    """The ``{k}model_SA_best.pth.tar`` files of a run folder in round order, or a one-line error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"checkpoint folder {folder} does not exist; pass the --save_dir of a main_imp.py run")
+    found = sorted((int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := BEST_PATTERN.match(name)))
+    if not found:
+        raise UserError(f"checkpoint folder {folder} holds no '<k>model_SA_best.pth.tar' tickets; "
+                        f"run main_imp.py with --save_dir {folder} first")
+    return [TicketFile(k, path) for k, path in found]
+
+
+def last_round_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The ``{k}checkpoint.pth.tar`` with the highest k in ``folder``, if any."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = sorted((int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := LAST_PATTERN.match(name)))
+    return found[-1][1] if found else None
+
+
+def state_dict_of(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The model state in a loaded checkpoint (``state_dict`` key, or a bare state dict)."""
+    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+        return checkpoint["state_dict"]
+    if isinstance(checkpoint, dict) and checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
+        return checkpoint
+    raise UserError(f"{path} holds no model weights (no 'state_dict' key): not a ticket checkpoint")
+
+
+def check_compatible(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], path: Path,
+                     what: str) -> None:
+    """One-line error naming the differing keys or shapes when a checkpoint does not fit the model."""
+    missing = sorted(set(reference) - set(state))
+    extra = sorted(set(state) - set(reference))
+    if missing or extra:
+        raise UserError(f"{path} does not fit {what}: missing {_few(missing)}, unexpected {_few(extra)}; "
+                        f"check --arch and --dataset")
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(reference[k].shape)}" for k in reference
+             if torch.is_tensor(state[k]) and state[k].shape != reference[k].shape]
+    if wrong:
+        raise UserError(f"{path} does not fit {what}: shapes differ for {_few(wrong)}; check --arch and --dataset")
+
+
+def _few(items: list[str], count: int = 3) -> str:
+    if not items:
+        return "none"
+    more = f" and {len(items) - count} more" if len(items) > count else ""
+    return ", ".join(items[:count]) + more

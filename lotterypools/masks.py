@@ -1,0 +1,102 @@
+"""Pruning masks: global magnitude (or random) pruning through ``torch.nn.utils.prune``, and masks as data.
+
+A mask is a dict ``{parameter name: 0/1 tensor}`` keyed like ``layer1.0.conv1.weight``. Inside a model
+being trained, masks live where ``torch.nn.utils.prune`` puts them (``weight_orig`` + ``weight_mask``).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+Masks = dict[str, torch.Tensor]
+
+
+def prunable_modules(model: nn.Module, include_linear: bool = False) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs whose ``weight`` IMP prunes: every conv, and linear layers if asked."""
+    kinds = (nn.Conv2d, nn.Linear) if include_linear else (nn.Conv2d,)
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, kinds)]
+
+
+def prunable_names(model: nn.Module, include_linear: bool = False) -> list[str]:
+    """The parameter names (``<module>.weight``) that IMP prunes."""
+    return [f"{name}.weight" for name, _ in prunable_modules(model, include_linear)]
+
+
+def prune_globally(model: nn.Module, rate: float, include_linear: bool = False, random: bool = False,
+                   generator_seed: int | None = None) -> None:
+    """Remove ``rate`` of the remaining prunable weights, ranked globally by magnitude (or at random).
+
+    Existing masks are kept: ``torch.nn.utils.prune`` combines the new mask with the old one and ranks
+    only the surviving weights, so density goes (1 - rate)^k over rounds.
+    """
+    parameters = [(module, "weight") for _, module in prunable_modules(model, include_linear)]
+    if random:
+        if generator_seed is not None:
+            torch.manual_seed(generator_seed)
+        prune.global_unstructured(parameters, pruning_method=prune.RandomUnstructured, amount=rate)
+    else:
+        prune.global_unstructured(parameters, pruning_method=prune.L1Unstructured, amount=rate)
+
+
+def masks_of(model: nn.Module) -> Masks:
+    """The masks a pruned model carries (``<module>.weight`` -> mask); empty for a dense model."""
+    return {f"{name}.weight": module.weight_mask.detach().clone()
+            for name, module in model.named_modules() if hasattr(module, "weight_mask")}
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Attach ``masks`` to the model's modules with ``prune.custom_from_mask`` (replacing any earlier mask)."""
+    modules = dict(model.named_modules())
+    for key, mask in masks.items():
+        module = modules[key.rsplit(".", 1)[0]]
+        if prune.is_pruned(module) and hasattr(module, "weight_mask"):
+            prune.remove(module, "weight")
+        prune.custom_from_mask(module, "weight", mask.to(module.weight.device, dtype=module.weight.dtype))
+
+
+def remove_masks(model: nn.Module) -> None:
+    """Make pruning permanent: ``weight = weight_orig * weight_mask`` as a plain parameter."""
+    for _, module in model.named_modules():
+        if hasattr(module, "weight_mask"):
+            prune.remove(module, "weight")
+
+
+def density(masks: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of weights kept over all masked tensors (1.0 for no masks)."""
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.count_nonzero()) for m in masks.values())
+    return kept / total if total else 1.0
+
+
+def kept_count(masks: Mapping[str, torch.Tensor]) -> int:
+    """Number of weights the masks keep."""
+    return sum(int(m.count_nonzero()) for m in masks.values())
+
+
+def magnitude_masks(weights: Mapping[str, torch.Tensor], names: list[str], keep: int) -> Masks:
+    """Masks keeping exactly the ``keep`` largest-magnitude entries over ``names``, ranked globally.
+
+    ``topk`` (not a threshold) so that ties cannot keep extra weights: the density is exact.
+    """
+    flat = torch.cat([weights[name].detach().abs().flatten().float() for name in names])
+    keep_flags = torch.zeros_like(flat, dtype=torch.bool)
+    if keep > 0:
+        keep_flags[torch.topk(flat, keep, sorted=False).indices] = True
+    masks, offset = {}, 0
+    for name in names:
+        count = weights[name].numel()
+        masks[name] = keep_flags[offset:offset + count].view_as(weights[name]).to(weights[name].dtype)
+        offset += count
+    return masks
+
+
+def prune_to_count(weights: dict[str, torch.Tensor], names: list[str], keep: int) -> Masks:
+    """Zero all but the ``keep`` largest-magnitude weights over ``names`` in place; return the new masks."""
+    masks = magnitude_masks(weights, names, keep)
+    for name in names:
+        weights[name].mul_(masks[name])
+    return masks

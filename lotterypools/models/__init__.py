@@ -1,0 +1,37 @@
+"""Model registry: every architecture is built by :func:`build_model` from its name."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from torch import nn
+
+from ..errors import UserError
+from . import cifar_resnet, conv, vgg
+
+CIFAR_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": cifar_resnet.resnet18,
+    "resnet50": cifar_resnet.resnet50,
+    "resnet20s": cifar_resnet.resnet20s,
+    "resnet44s": cifar_resnet.resnet44s,
+    "resnet56s": cifar_resnet.resnet56s,
+    "vgg16_bn": vgg.vgg16_bn,
+    "conv2": conv.conv2,
+    "conv4": conv.conv4,
+    "conv6": conv.conv6,
+}
+
+# Architectures whose constructor needs the input's side length (they end in a flatten).
+_NEEDS_IMAGE_SIZE = {"conv2", "conv4", "conv6"}
+
+
+def build_model(arch: str, num_classes: int, in_channels: int = 3, mean: Sequence[float] = (0.0,) * 3,
+                std: Sequence[float] = (1.0,) * 3, image_size: int = 32) -> nn.Module:
+    """Build an architecture by name; normalisation constants become buffers inside the model."""
+    if arch not in CIFAR_ARCHITECTURES:
+        known = ", ".join(sorted(CIFAR_ARCHITECTURES))
+        raise UserError(f"unknown architecture {arch!r}: choose one of {known}")
+    kwargs = dict(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std)
+    if arch in _NEEDS_IMAGE_SIZE:
+        kwargs["image_size"] = image_size
+    return CIFAR_ARCHITECTURES[arch](**kwargs)
