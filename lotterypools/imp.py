@@ -24,6 +24,7 @@ from .errors import UserError
 from .masks import apply_masks, density, masks_of, prune_globally, prunable_names, remove_masks
 from .results import format_table, plot_training_curve, read_json, write_json
 from .training import build_optimizer, build_scheduler, evaluate, train_one_epoch
+from .results import log
 
 PRUNE_TYPES = ("lt", "pt", "rewind_lt")
 
@@ -92,7 +93,7 @@ class IMPRun:
     """An IMP run over one folder: ``run()`` trains every round not yet finished."""
 
     def __init__(self, config: IMPConfig, model_factory: Callable[[], nn.Module], data: DataSplits,
-                 device: torch.device, save_dir: Path, log: Callable[[str], None] = print,
+                 device: torch.device, save_dir: Path, log: Callable[[str], None] = log,
                  progress: bool = True):
         config.validate()
         self.config, self.model_factory, self.data, self.device = config, model_factory, data, device

@@ -18,6 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def log(message: str) -> None:
+    """Print a line without breaking the progress bars."""
+    from tqdm import tqdm
+
+    tqdm.write(message)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text to a temporary file beside ``path`` and rename it over ``path``."""
     path = Path(path)

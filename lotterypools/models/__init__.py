@@ -26,8 +26,16 @@ _NEEDS_IMAGE_SIZE = {"conv2", "conv4", "conv6"}
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3, mean: Sequence[float] = (0.0,) * 3,
-                std: Sequence[float] = (1.0,) * 3, image_size: int = 32) -> nn.Module:
-    """Build an architecture by name; normalisation constants become buffers inside the model."""
+                std: Sequence[float] = (1.0,) * 3, image_size: int = 32, imagenet_stem: bool = False) -> nn.Module:
+    """Build an architecture by name; normalisation constants become buffers inside the model.
+
+    ``imagenet_stem`` gives resnet18/resnet50 torchvision's 7x7 stride-2 stem and max pool (the original's
+    ``--imagenet_arch``).
+    """
+    if imagenet_stem:
+        if arch not in ("resnet18", "resnet50"):
+            raise UserError(f"--imagenet_arch applies to resnet18 and resnet50, not {arch!r}")
+        return cifar_resnet.imagenet_stem_resnet(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std)
     if arch not in CIFAR_ARCHITECTURES:
         known = ", ".join(sorted(CIFAR_ARCHITECTURES))
         raise UserError(f"unknown architecture {arch!r}: choose one of {known}")

@@ -74,18 +74,28 @@ class ThinResNet(nn.Module):
         return self.fc(x)
 
 
-class CifarResNet(ResNet):
-    """torchvision's ResNet with a CIFAR stem (3x3 stride-1 conv, no max pool) and a normalisation module."""
+class NormalizedResNet(ResNet):
+    """torchvision's ResNet (ImageNet stem) with a normalisation module in front."""
 
     def __init__(self, block, layers, num_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float]):
         super().__init__(block, layers, num_classes=num_classes)
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.maxpool = nn.Identity()
+        if in_channels != 3:
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.normalize = NormalizeByChannelMeanStd(mean, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(self.normalize(x))
+
+
+class CifarResNet(NormalizedResNet):
+    """The same with a CIFAR stem: a 3x3 stride-1 conv and no max pool."""
+
+    def __init__(self, block, layers, num_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float]):
+        super().__init__(block, layers, num_classes, 3, mean, std)
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.maxpool = nn.Identity()
 
 
 def resnet20s(**kw) -> nn.Module:
@@ -106,3 +116,9 @@ def resnet18(**kw) -> nn.Module:
 
 def resnet50(**kw) -> nn.Module:
     return CifarResNet(Bottleneck, [3, 4, 6, 3], **kw)
+
+
+def imagenet_stem_resnet(arch: str, **kw) -> nn.Module:
+    """resnet18/resnet50 with torchvision's ImageNet stem."""
+    blocks = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet50": (Bottleneck, [3, 4, 6, 3])}[arch]
+    return NormalizedResNet(*blocks, **kw)

@@ -1,0 +1,6 @@
+"""Make the checkout's own package importable first (also from a git worktree)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,105 @@
+"""Tickets of an IMP run folder, loaded when needed (a few in memory, never the whole folder)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from .checkpoints import TicketFile, check_compatible, load_file, split_pruned_state, state_dict_of
+from .errors import UserError
+from .masks import Masks, density, kept_count
+
+Weights = dict[str, torch.Tensor]
+
+
+@dataclass
+class Ticket:
+    """One IMP round's network: where it is, its density (from its mask) and, once evaluated, its accuracies."""
+
+    round: int
+    path: Path
+    density: float
+    kept: int | None
+    mask_names: list[str]
+    val_acc: float | None = None
+    test_acc: float | None = None
+    val_loss: float | None = None
+    test_loss: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def dense(self) -> bool:
+        return self.kept is None
+
+
+def masks_in_checkpoint(checkpoint: Mapping, weights: Mapping[str, torch.Tensor], from_state: Masks) -> Masks:
+    """Masks given as ``weight_mask`` entries, or as a separate ``mask``/``masks`` dict beside plain weights."""
+    if from_state:
+        return from_state
+    for key in ("mask", "masks"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            return {name[: -len("_mask")] if name.endswith("_mask") else name: value.float()
+                    for name, value in checkpoint[key].items() if torch.is_tensor(value)}
+    return {}
+
+
+def read_ticket(path: Path) -> tuple[Weights, Masks]:
+    """Plain weights and masks of one ticket file in the original layout."""
+    checkpoint = load_file(path)
+    weights, from_state = split_pruned_state(state_dict_of(checkpoint, path))
+    masks = masks_in_checkpoint(checkpoint, weights, from_state)
+    for name, mask in masks.items():
+        if name in weights:
+            weights[name] = weights[name] * mask
+    return weights, masks
+
+
+class TicketStore:
+    """Reads ticket files on demand and keeps the ``capacity`` most recently used in memory."""
+
+    def __init__(self, files: list[TicketFile], reference: Mapping[str, torch.Tensor], what: str,
+                 reader: Callable[[Path], tuple[Weights, Masks]] = read_ticket, capacity: int = 4):
+        self.reference, self.what, self.reader, self.capacity = reference, what, reader, capacity
+        self._cache: OrderedDict[int, tuple[Weights, Masks]] = OrderedDict()
+        self._paths = {f.round: f.path for f in files}
+        self.tickets = [self._describe(f) for f in files]
+
+    def _describe(self, file: TicketFile) -> Ticket:
+        weights, masks = self.load(file.round)
+        if file.round > 0 and not masks:
+            raise UserError(f"{file.path} is a pruned round but holds no masks ('*.weight_mask' entries or a 'mask' "
+                            f"dict); it cannot be re-pruned to its density")
+        dens = density(masks)
+        kept = kept_count(masks) if masks and dens < 1.0 else None
+        return Ticket(file.round, file.path, dens, kept, sorted(masks))
+
+    def load(self, round_index: int) -> tuple[Weights, Masks]:
+        """Weights (masked, plain layout) and masks of a round; checked against the model once."""
+        if round_index in self._cache:
+            self._cache.move_to_end(round_index)
+            return self._cache[round_index]
+        path = self._paths[round_index]
+        weights, masks = self.reader(path)
+        check_compatible(weights, self.reference, path, self.what)
+        weights = {k: v.to(self.reference[k].dtype) if v.is_floating_point() else v for k, v in weights.items()}
+        self._cache[round_index] = (weights, masks)
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return weights, masks
+
+    def by_round(self, round_index: int) -> Ticket:
+        for ticket in self.tickets:
+            if ticket.round == round_index:
+                return ticket
+        raise KeyError(round_index)
+
+    def prunable_names(self) -> list[str]:
+        """The parameter names the tickets' masks cover (the scope of re-pruning)."""
+        names: set[str] = set()
+        for ticket in self.tickets:
+            names.update(ticket.mask_names)
+        return sorted(names)
