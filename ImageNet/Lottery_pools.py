@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     store = TicketStore(files, model.state_dict(), f"--arch {args.arch}", reader=read_level)
     evaluator = build_evaluator(args, data, model, context)
     if context.is_main:
-        log(f"{len(files)} tickets (levels 0-{files[-1].round}, epoch {files[-1].path.stem}) from {args.save_dir}; "
+        log(f"{len(files)} tickets (levels 0-{files[-1].round}, {files[-1].path.name}) from {args.save_dir}; "
             f"{args.interpolate_method} on {context.world_size} process(es), {context.device} ({context.backend}); "
             f"{len(data.train)} train / {len(data.val)} held-out / {len(data.test)} test images; BN on "
             f"{'%d batches' % args.bn_batches if args.bn_batches else 'the whole training part'}")

@@ -38,10 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 def port_in_script_args(script_args: list[str]) -> int | None:
     """The value of a ``--master_port`` among the script's arguments, if any."""
     for index, arg in enumerate(script_args):
-        if arg.startswith("--master_port="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--master_port" and index + 1 < len(script_args):
-            return int(script_args[index + 1])
+        value = arg.split("=", 1)[1] if arg.startswith("--master_port=") else \
+            script_args[index + 1] if arg == "--master_port" and index + 1 < len(script_args) else None
+        if value is not None:
+            if not value.isdigit():
+                raise UserError(f"--master_port {value!r} is not a port number; give an integer such as 8020")
+            return int(value)
     return None
 
 

@@ -175,7 +175,9 @@ def test_two_processes_give_the_same_results_as_one(data, tickets, tmp_path):
         assert (a["method"], a["target_round"], a["chosen_rounds"], a["alphas"]) == \
                (b["method"], b["target_round"], b["chosen_rounds"], b["alphas"])
         for key in ("lt_val_acc", "lt_test_acc", "val_acc", "test_acc", "test_loss"):
-            assert a.get(key) == pytest.approx(b.get(key), rel=1e-5)
+            assert (key in a) == (key in b)
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5)
         for step_a, step_b in zip(a.get("steps", []), b.get("steps", [])):
             assert step_a["trials"] == pytest.approx(step_b["trials"], abs=1e-6)
 
@@ -230,3 +232,25 @@ def test_main_imp_two_levels_in_openlth_layout(data, tmp_path):
     stamp = openlth.model_path(save, 1, 2).stat().st_mtime_ns
     main_imp.main(argv)
     assert openlth.model_path(save, 1, 2).stat().st_mtime_ns == stamp
+
+
+def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
+    from lotterypools.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UserError, match="local rank 1 has no GPU of its own .1 visible.: lower --nproc_per_node to 1"):
+        init_distributed("auto", local_rank=1)
+    sys.path.insert(0, str(IMAGENET))
+    try:
+        import multiproc
+    finally:
+        sys.path.remove(str(IMAGENET))
+    with pytest.raises(UserError, match="--nproc_per_node 2 is more than the 1 GPUs here"):
+        multiproc.check_devices(2, ["--save_dir", "x"])
+    multiproc.check_devices(2, ["--device", "cpu"])
+    assert multiproc.port_in_script_args(["-j32", "--master_port", "8020"]) == 8020
+    with pytest.raises(UserError, match="not a port number"):
+        multiproc.port_in_script_args(["--master_port=eighty"])
