@@ -15,7 +15,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from lotterypools.checkpoints import ticket_files  # noqa: E402
 from lotterypools.cli import add_data_arguments, add_model_arguments, load_data, model_factory, setup_device  # noqa: E402
+from lotterypools.data import dataset_spec  # noqa: E402
 from lotterypools.errors import UserError, cli_entry  # noqa: E402
+from lotterypools.ood import open_benchmark  # noqa: E402
 from lotterypools.pool_cli import add_pool_arguments, build_evaluator, run_pool_job, validate_pool_args  # noqa: E402
 from lotterypools.tickets import TicketStore  # noqa: E402
 
@@ -40,6 +42,8 @@ def main(argv=None) -> None:
     validate_pool_args(args)
     files = ticket_files(args.checkpoint)
     factory = model_factory(args)
+    spec = dataset_spec(args.dataset)
+    ood = open_benchmark(args, spec.channels, spec.image_size)
     device = setup_device(args)
     model = factory()
     store = TicketStore(files, model.state_dict(), f"--arch {args.arch} on {args.dataset}")
@@ -48,7 +52,7 @@ def main(argv=None) -> None:
     save_dir = Path(args.save_dir or args.checkpoint)
     print(f"{len(files)} tickets from {args.checkpoint}; {args.interpolate_method} on {device}; "
           f"BN on {'%d fixed batches' % args.bn_batches if args.bn_batches else 'the full training split'}", flush=True)
-    run_pool_job(args, store, evaluator, save_dir, f"{args.arch} on {args.dataset}")
+    run_pool_job(args, store, evaluator, save_dir, f"{args.arch} on {args.dataset}", ood=ood)
 
 
 if __name__ == "__main__":

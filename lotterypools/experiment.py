@@ -20,6 +20,7 @@ from .results import log
 
 METHODS = ("Lottery_pools", "interpolate_swa", "interpolate_ema", "liner_inter")
 LINE_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
+ExtraMetrics = Callable[[dict], dict]
 
 
 def check_pool_settings(search_num: int, coefficients: Sequence[float], ema_value: float) -> None:
@@ -45,16 +46,22 @@ def make_rule(method: str, coefficients: Sequence[float], ema_value: float) -> P
     raise UserError(f"unknown --interpolate_method {method!r}: choose one of {', '.join(METHODS)}")
 
 
-def evaluate_tickets(store: TicketStore, evaluator: PoolEvaluator, progress: bool = True) -> list[dict]:
-    """Validation and test accuracy of every ticket as trained (its own BN statistics); records for the results."""
+def evaluate_tickets(store: TicketStore, evaluator: PoolEvaluator, progress: bool = True,
+                     extra: ExtraMetrics | None = None) -> list[dict]:
+    """Validation and test accuracy of every ticket as trained (its own BN statistics); records for the results.
+
+    ``extra(weights)`` (e.g. out-of-distribution accuracy) adds its entries to each record.
+    """
     records = []
     for ticket in tqdm(store.tickets, desc="evaluating tickets", leave=False, disable=not progress):
-        evaluator.load(store.load(ticket.round)[0])
+        weights = store.load(ticket.round)[0]
+        evaluator.load(weights)
         val, test = evaluator.validate(), evaluator.test()
         ticket.val_acc, ticket.val_loss, ticket.test_acc, ticket.test_loss = val.accuracy, val.loss, test.accuracy, test.loss
         records.append({"method": "ticket", "target_round": ticket.round, "density": ticket.density,
                         "lt_val_acc": val.accuracy, "lt_test_acc": test.accuracy, "val_acc": val.accuracy,
-                        "test_acc": test.accuracy, "chosen_rounds": [], "alphas": [], "seconds": 0.0})
+                        "test_acc": test.accuracy, "chosen_rounds": [], "alphas": [], "seconds": 0.0,
+                        **(extra(weights) if extra is not None else {})})
     return records
 
 
@@ -81,8 +88,9 @@ def save_pooled_ticket(result: PoolResult, names: list[str], folder: Path) -> Pa
 def run_pool_method(method: str, store: TicketStore, evaluator: PoolEvaluator, search_num: int,
                     coefficients: Sequence[float], ema_value: float, prune_mode: str = "during",
                     targets: Sequence[int] | None = None, save_pooled: Path | None = None,
-                    log: Callable[[str], None] = log, progress: bool = True) -> list[dict]:
-    """Run ``method`` for every target ticket; one record per target."""
+                    log: Callable[[str], None] = log, progress: bool = True,
+                    extra: ExtraMetrics | None = None) -> list[dict]:
+    """Run ``method`` for every target ticket; one record per target (``extra(weights)`` adds entries to it)."""
     rule = make_rule(method, coefficients, ema_value)
     names = store.prunable_names()
     search = PoolSearch(store, evaluator, names, prune_mode, log, progress)
@@ -94,6 +102,8 @@ def run_pool_method(method: str, store: TicketStore, evaluator: PoolEvaluator, s
         record = result_record(result)
         if prune_mode == "after":
             record["method"] = f"{record['method']}_prune_after"
+        if extra is not None:
+            record.update(extra(result.weights))
         records.append(record)
         log(f"{record['method']} round {target.round} (density {100 * target.density:.2f}%): ticket test "
             f"{target.test_acc:.2f} -> {result.test.accuracy:.2f}  (val {target.val_acc:.2f} -> {result.val_acc:.2f}; "

@@ -43,7 +43,8 @@ class PoolResultsFile:
     def write(self, title: str = "") -> None:
         """Write JSON, CSV and the plots atomically."""
         write_json(self.json_path, {"records": self.records, "linear_paths": self.linear, "runs": self.runs})
-        write_csv(self.save_dir / "pools_results.csv", self.records, RECORD_COLUMNS)
+        ood = ["ood_acc"] if any("ood_acc" in r for r in self.records) else []
+        write_csv(self.save_dir / "pools_results.csv", self.records, RECORD_COLUMNS + ood)
         if self.records:
             plot_accuracy_vs_density(self.series(), title, self.save_dir / "pools_accuracy.png")
         if self.linear:

@@ -1,0 +1,172 @@
+"""Analyses of a ticket pool the original code lacks: output ensembles, prediction disagreement and calibration,
+and the pairwise-average heat map (the paper's Figs. 1, 7, 9 and 10).
+
+Tickets are evaluated as trained (their own BN statistics) unless a weight set is made here, in which
+case its BN statistics are recomputed with the :class:`~lotterypools.pools.PoolEvaluator`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .calibration import disagreement_matrix, prediction_metrics
+from .errors import UserError
+from .masks import prune_to_count
+from .pools import PoolEvaluator, candidate_order, interpolate_state
+from .results import plt
+from .tickets import TicketStore, Weights
+from .training import predict
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def probabilities(model: nn.Module, weights: Weights, batches: Batches, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax outputs (CPU, float64) and labels of ``model`` carrying ``weights``."""
+    model.load_state_dict(weights)
+    logits, labels = predict(model, batches, device)
+    return logits.double().softmax(1), labels
+
+
+def check_same_architecture(weight_sets: Mapping[str, Weights]) -> None:
+    """One-line error unless every weight set has the same tensor names and shapes."""
+    (first_name, first), *others = weight_sets.items()
+    for name, weights in others:
+        differ = sorted(k for k in set(first) | set(weights)
+                        if k not in first or k not in weights or first[k].shape != weights[k].shape)
+        if differ:
+            raise UserError(f"cannot ensemble {first_name} and {name}: different architectures "
+                            f"({len(differ)} tensors differ, e.g. {differ[0]})")
+
+
+def output_ensemble(model: nn.Module, weight_sets: Mapping[str, Weights], batches: Batches,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Averaged softmax of the networks in ``weight_sets`` (same architecture) and the labels."""
+    check_same_architecture(weight_sets)
+    total, labels = None, None
+    for weights in weight_sets.values():
+        probs, labels = probabilities(model, weights, batches, device)
+        total = probs if total is None else total + probs
+    return total / len(weight_sets), labels
+
+
+def ensemble_study(store: TicketStore, model: nn.Module, batches: Batches, device: torch.device, k: int,
+                   targets: Sequence[int] | None = None, pooled: TicketStore | None = None) -> list[dict]:
+    """For each target: its own metrics, those of the output ensemble of it and its ``k`` nearest tickets
+    (O(k + 1) inference), and, when ``pooled`` holds that round, those of the pooled ticket (O(1))."""
+    rounds = [t.round for t in store.tickets]
+    records = []
+    for target in targets if targets is not None else rounds:
+        members = [target, *candidate_order(target, rounds, k + 1)]
+        weight_sets = {f"ticket {r}": store.load(r)[0] for r in members}
+        probs, labels = output_ensemble(model, weight_sets, batches, device)
+        own, _ = probabilities(model, weight_sets[f"ticket {target}"], batches, device)
+        record = {"target_round": target, "density": store.by_round(target).density, "members": members,
+                  "ticket": prediction_metrics(own, labels), "ensemble": prediction_metrics(probs, labels)}
+        if pooled is not None and target in {t.round for t in pooled.tickets}:
+            pooled_probs, _ = probabilities(model, pooled.load(target)[0], batches, device)
+            record["pooled"] = prediction_metrics(pooled_probs, labels)
+        records.append(record)
+    return records
+
+
+def disagreement_study(store: TicketStore, model: nn.Module, batches: Batches, device: torch.device) -> dict:
+    """Calibration metrics of every ticket and the matrix of prediction disagreement between tickets."""
+    tickets, predictions = [], []
+    for ticket in store.tickets:
+        probs, labels = probabilities(model, store.load(ticket.round)[0], batches, device)
+        predictions.append(probs.argmax(1))
+        tickets.append({"round": ticket.round, "density": ticket.density, **prediction_metrics(probs, labels)})
+    return {"rounds": [t.round for t in store.tickets], "tickets": tickets,
+            "disagreement": disagreement_matrix(predictions)}
+
+
+def pair_average(store: TicketStore, round_a: int, round_b: int, names: list[str]) -> Weights:
+    """(T_a + T_b) / 2 pruned by global magnitude to the sparser parent's number of weights (dense stays dense)."""
+    average = interpolate_state(store.load(round_a)[0], store.load(round_b)[0], 0.5)
+    kept = [c for c in (store.by_round(round_a).kept, store.by_round(round_b).kept) if c is not None]
+    if kept:
+        prune_to_count(average, names, min(kept))
+    return average
+
+
+def pairwise_average_matrix(store: TicketStore, evaluator: PoolEvaluator, progress: bool = True) -> dict:
+    """Test accuracy of every pair's average (:func:`pair_average`) with BN recomputed; the diagonal holds each
+    ticket itself with BN recomputed."""
+    from tqdm import tqdm
+
+    names = store.prunable_names()
+    rounds = [t.round for t in store.tickets]
+    size = len(rounds)
+    matrix = [[0.0] * size for _ in range(size)]
+    pairs = [(i, j) for i in range(size) for j in range(i, size)]
+    for i, j in tqdm(pairs, desc="pairwise averages", leave=False, disable=not progress):
+        evaluator.load(pair_average(store, rounds[i], rounds[j], names))
+        evaluator.recalibrate()
+        matrix[i][j] = matrix[j][i] = evaluator.test().accuracy
+    return {"rounds": rounds, "densities": [t.density for t in store.tickets], "test_acc": matrix}
+
+
+def plot_heat_map(matrix: Sequence[Sequence[float]], labels: Sequence[str], title: str, colour_label: str,
+                  path: str | os.PathLike, column_labels: Sequence[str] | None = None, digits: int = 1) -> None:
+    """A matrix as a heat map with its values written in the cells."""
+    rows, columns = len(matrix), len(matrix[0])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * columns, 1.0 + 0.45 * rows))
+    image = ax.imshow(matrix, cmap="viridis")
+    ax.set_xticks(range(columns), column_labels or labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(rows), labels, fontsize=8)
+    low, high = min(map(min, matrix)), max(map(max, matrix))
+    for i in range(rows):
+        for j in range(columns):
+            bright = high > low and (matrix[i][j] - low) / (high - low) > 0.6
+            ax.text(j, i, f"{matrix[i][j]:.{digits}f}", ha="center", va="center", fontsize=7,
+                    color="black" if bright else "white")
+    fig.colorbar(image, ax=ax, label=colour_label, shrink=0.8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ensemble(records: Sequence[Mapping], title: str, path: str | os.PathLike) -> None:
+    """Accuracy, NLL and ECE against density: the ticket, its output ensemble and the pooled ticket."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    densities = [100 * r["density"] for r in records]
+    for ax, metric, label in zip(axes, ("accuracy", "nll", "ece"), ("test accuracy (%)", "test NLL", "ECE (15 bins)")):
+        for kind, style in (("ticket", "o-"), ("ensemble", "s--"), ("pooled", "^-")):
+            points = [(d, r[kind][metric]) for d, r in zip(densities, records) if kind in r]
+            if points:
+                ax.plot(*zip(*points), style, ms=4, label=kind)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set(xlabel="density (%)", ylabel=label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_corruption_examples(images_by_name: Mapping[str, Sequence[torch.Tensor]], path: str | os.PathLike) -> None:
+    """One test image under every corruption (rows) and severity (columns); images are uint8 (C, H, W)."""
+    names = list(images_by_name)
+    columns = len(next(iter(images_by_name.values())))
+    fig, axes = plt.subplots(len(names), columns, figsize=(1.1 * columns + 1.4, 1.1 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        for column, image in enumerate(images_by_name[name]):
+            ax = axes[row][column]
+            picture = image.permute(1, 2, 0).numpy()
+            ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+            if row == 0:
+                ax.set_title(f"severity {column + 1}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
