@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lotterypools.distributed import ShardedPoolEvaluator, close_distributed  # noqa: E402
-from lotterypools.errors import cli_entry  # noqa: E402
+from lotterypools.errors import UserError, cli_entry  # noqa: E402
 from lotterypools.imagefolder import batchnorm_loader, evaluation_loader  # noqa: E402
 from lotterypools.imagenet_cli import (add_imagenet_arguments, imagenet_model_factory,  # noqa: E402
                                        load_imagefolder_data, start_processes)
@@ -49,6 +49,9 @@ def build_evaluator(args, data, model, context) -> ShardedPoolEvaluator:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     validate_pool_args(args)
+    if getattr(args, "ood_data", None):
+        raise UserError("--ood_data (CIFAR-C layout) is supported by CIFAR/Lottery_pools.py only; "
+                        "drop it from the ImageNet command")
     files = level_files(args.save_dir)
     context = start_processes(args)
     data = load_imagefolder_data(args, context)
