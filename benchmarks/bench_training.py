@@ -99,7 +99,8 @@ def loss_parity(data: DataSplits, args, device: torch.device) -> list[dict]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_machine_arguments(parser)
-    parser.add_argument("--archs", nargs="+", default=["conv4", "resnet20s", "resnet18"])
+    parser.add_argument("--archs", nargs="*", default=["conv4", "resnet20s", "resnet18"],
+                        help="architectures timed (default conv4 resnet20s resnet18; none with --parity_steps alone)")
     parser.add_argument("--variants", nargs="+", default=["original", "ours", "ours+cl", "ours+amp"],
                         help="original, or ours with any of +cl +amp +compile (default original ours ours+cl ours+amp)")
     parser.add_argument("--batch_size", type=int, default=128)
@@ -131,7 +132,8 @@ def main(argv=None) -> None:
         for row in rows:
             if row["arch"] == arch:
                 row[f"x {args.variants[0]}"] = row["images/s"] / base
-    print("\n" + format_table(rows, list(rows[-1])))
+    if rows:
+        print("\n" + format_table(rows, list(rows[-1])))
     if args.parity_steps:
         print("\nloss parity, conv4 on Fashion-MNIST\n" + format_table(loss_parity(fashion, args, device),
                                                                      ["pipeline", "steps", "mean loss", "last-quarter loss",
