@@ -16,6 +16,7 @@ from lotterypools.cli import (add_data_arguments, add_model_arguments, default_s
                               model_factory, parse_milestones, setup_device)
 from lotterypools.errors import UserError, cli_entry  # noqa: E402
 from lotterypools.imp import PRUNE_TYPES, IMPConfig, IMPRun  # noqa: E402
+from lotterypools.loaders import LOADERS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10 (default 91,136)")
     train.add_argument("--print_freq", type=int, default=50, help="progress-bar refresh, in iterations (default 50)")
     train.add_argument("--amp", action="store_true", help="bf16 autocast for training and evaluation")
+    train.add_argument("--channels_last", action="store_true", help="channels-last memory format (faster convolutions on GPUs)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
+    train.add_argument("--loader", default="resident", choices=LOADERS,
+                       help="resident: the data set as uint8 on the device, crop/flip there (default); dataloader: "
+                            "PIL images through torchvision transforms and a DataLoader with --workers, as the original")
     imp = parser.add_argument_group("pruning")
     imp.add_argument("--pruning_times", type=int, default=16,
                      help="number of trained networks: the dense one plus pruning_times-1 pruned ones (default 16)")
@@ -61,7 +67,9 @@ def main(argv=None) -> None:
                        milestones=parse_milestones(args.decreasing_lr), warmup=args.warmup,
                        pruning_times=args.pruning_times, rate=args.rate, prune_type=args.prune_type,
                        random_prune=args.random_prune, rewind_epoch=args.rewind_epoch,
-                       include_linear=args.include_linear, seed=args.seed, amp=args.amp)
+                       include_linear=args.include_linear, seed=args.seed, amp=args.amp,
+                       channels_last=args.channels_last, compile=args.compile, loader=args.loader,
+                       workers=args.workers)
     config.validate()
     factory = model_factory(args)
     device = setup_device(args)

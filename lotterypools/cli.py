@@ -24,7 +24,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--input_size", type=int, default=None,
                        help="input side length; taken from the data set when omitted, and must match it when given")
     group.add_argument("--workers", type=int, default=2,
-                       help="kept for compatibility: in-memory data sets need no loader workers")
+                       help="DataLoader workers for --loader dataloader (default 2; the resident path needs none)")
     group.add_argument("--no_download", action="store_true", help="never download a missing data set")
 
 

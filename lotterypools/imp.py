@@ -18,12 +18,13 @@ from torch import nn
 
 from . import paths
 from .checkpoints import atomic_save, check_compatible, load_file, split_pruned_state
-from .data import BatchSource, DataSplits
+from .data import BatchSource, DataSplits, resident_split
 from .device import derived_seed
 from .errors import UserError
+from .loaders import LOADERS, DataLoaderSource, pil_source
 from .masks import apply_masks, density, masks_of, prune_globally, prunable_names, remove_masks
 from .results import format_table, plot_training_curve, read_json, write_json
-from .training import build_optimizer, build_scheduler, evaluate, train_one_epoch
+from .training import build_optimizer, build_scheduler, evaluate, prepare_model, train_one_epoch
 from .results import log
 
 PRUNE_TYPES = ("lt", "pt", "rewind_lt")
@@ -50,6 +51,10 @@ class IMPConfig:
     include_linear: bool = False
     seed: int = 41
     amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    loader: str = "resident"
+    workers: int = 2
 
     def validate(self) -> None:
         """One-line errors for settings that cannot work together."""
@@ -61,6 +66,8 @@ class IMPConfig:
             raise UserError(f"--epochs {self.epochs} must be at least 1")
         if self.prune_type == "rewind_lt" and not 0 <= self.rewind_epoch < self.epochs:
             raise UserError(f"--rewind_epoch {self.rewind_epoch} must be at least 0 and below --epochs {self.epochs}")
+        if self.loader not in LOADERS:
+            raise UserError(f"unknown --loader {self.loader!r}: choose one of {', '.join(LOADERS)}")
         if self.pruning_times < 1:
             raise UserError(f"--pruning_times {self.pruning_times} must be at least 1 (the dense round)")
 
@@ -99,9 +106,22 @@ class IMPRun:
         self.config, self.model_factory, self.data, self.device = config, model_factory, data, device
         self.save_dir = Path(save_dir)
         self.log, self.progress = log, progress
-        self.train_source = BatchSource(data.train, config.batch_size, device, data.spec, shuffle=True, augment=True)
-        self.val_source = BatchSource(data.val, 500, device)
-        self.test_source = BatchSource(data.test, 500, device)
+        self.train_source = self._train_source()
+        self.val_source = BatchSource(resident_split(data.val, device), 500, device)
+        self.test_source = BatchSource(resident_split(data.test, device), 500, device)
+
+    def _train_source(self) -> BatchSource | DataLoaderSource:
+        """Device-resident uint8 batches (augmented on the device), or the DataLoader over PIL images."""
+        cfg, data = self.config, self.data
+        if cfg.loader == "dataloader":
+            return pil_source(data.train, data.spec, cfg.batch_size, self.device, augment=True, shuffle=True,
+                              workers=cfg.workers)
+        return BatchSource(resident_split(data.train, self.device), cfg.batch_size, self.device, data.spec,
+                           shuffle=True, augment=True)
+
+    def _build_model(self) -> nn.Module:
+        model = self.model_factory().to(self.device)
+        return prepare_model(model, self.config.channels_last, self.config.compile)
 
     # ---------------------------------------------------------------- entry point
     def run(self, resume: bool = False, checkpoint: Path | None = None) -> list[dict]:
@@ -130,7 +150,7 @@ class IMPRun:
 
     def _start(self) -> nn.Module:
         torch.manual_seed(self.config.seed)
-        model = self.model_factory().to(self.device)
+        model = self._build_model()
         if self.config.rewind_point == 0:
             atomic_save(model.state_dict(), paths.rewind_weights(self.save_dir, 0))
         return model
@@ -140,7 +160,7 @@ class IMPRun:
         saved = load_file(path)
         if not isinstance(saved, dict) or "state_dict" not in saved or "state" not in saved:
             raise UserError(f"{path} is not a main_imp.py round checkpoint (no 'state'/'state_dict' keys)")
-        model = self.model_factory().to(self.device)
+        model = self._build_model()
         weights, masks = split_pruned_state(saved["state_dict"])
         check_compatible(weights, model.state_dict(), path, f"--arch {self.config.arch} on {self.config.dataset}")
         model.load_state_dict(weights)
@@ -232,19 +252,30 @@ class IMPRun:
     def _next_ticket(self, model: nn.Module, finished_round: int) -> nn.Module:
         """Prune the final weights of ``finished_round`` and rewind the survivors."""
         cfg = self.config
+        if cfg.channels_last:
+            model = _contiguous(model)
         prune_globally(model, cfg.rate, cfg.include_linear, cfg.random_prune,
                        generator_seed=derived_seed(cfg.seed, finished_round, 10**6))
         masks = masks_of(model)
         remove_masks(model)
         model.load_state_dict(self._rewind_state())
         apply_masks(model, masks)
-        return model
+        return prepare_model(model, channels_last=cfg.channels_last)
 
     def _rewind_state(self) -> dict[str, torch.Tensor]:
         if self.config.prune_type == "pt":
             weights, _ = split_pruned_state(load_file(paths.round_best(self.save_dir, 0))["state_dict"])
             return weights
         return load_file(paths.rewind_weights(self.save_dir, self.config.rewind_point))
+
+
+def _contiguous(model: nn.Module) -> nn.Module:
+    """Weights and masks in the default memory format, as ``torch.nn.utils.prune`` needs (it views them flat)."""
+    model = model.to(memory_format=torch.contiguous_format)
+    for module in model.modules():
+        if hasattr(module, "weight_mask"):  # refresh the masked weight that the pruning hook last computed
+            module.weight = module.weight_orig * module.weight_mask
+    return model
 
 
 def _advance_scheduler(scheduler, epochs: int) -> None:

@@ -48,6 +48,19 @@ def autocast_context(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def prepare_model(model: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:
+    """Put ``model`` in channels-last memory format and/or compile its forward in place, as asked.
+
+    ``nn.Module.compile`` (not ``torch.compile(model)``) keeps the state-dict keys unchanged, so checkpoints
+    read the same whether or not the run compiled.
+    """
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.compile()
+    return model
+
+
 def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: torch.device,
                     amp: bool = False, progress: str | None = None, total: int | None = None) -> EpochStats:
     """One pass of SGD over ``batches``; returns the mean training loss and accuracy."""
