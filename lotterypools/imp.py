@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from . import paths
-from .checkpoints import atomic_save, check_compatible, load_file, split_pruned_state
+from .checkpoints import atomic_save, load_file, load_pruned_state, split_pruned_state
 from .data import BatchSource, DataSplits
 from .device import derived_seed
 from .errors import UserError
-from .masks import apply_masks, density, masks_of, prune_globally, prunable_names, remove_masks
+from .masks import apply_masks, density, masks_of, prune_globally, remove_masks
 from .results import format_table, plot_training_curve, read_json, write_json
 from .training import build_optimizer, build_scheduler, evaluate, train_one_epoch
 from .results import log
@@ -102,15 +102,16 @@ class IMPRun:
         self.train_source = BatchSource(data.train, config.batch_size, device, data.spec, shuffle=True, augment=True)
         self.val_source = BatchSource(data.val, 500, device)
         self.test_source = BatchSource(data.test, 500, device)
+        self._rewind_cache: dict[str, torch.Tensor] | None = None
 
     # ---------------------------------------------------------------- entry point
     def run(self, resume: bool = False, checkpoint: Path | None = None) -> list[dict]:
         """Train all rounds; with ``resume``, continue from ``checkpoint`` or the last one in ``save_dir``."""
-        self.save_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             model, state = self._resume(checkpoint)
         else:
             self._refuse_to_overwrite()
+            self.save_dir.mkdir(parents=True, exist_ok=True)
             model, state = self._start(), RoundState(0, 0, empty_result())
         while True:
             model, state = self._train_round(model, state)
@@ -141,11 +142,7 @@ class IMPRun:
         if not isinstance(saved, dict) or "state_dict" not in saved or "state" not in saved:
             raise UserError(f"{path} is not a main_imp.py round checkpoint (no 'state'/'state_dict' keys)")
         model = self.model_factory().to(self.device)
-        weights, masks = split_pruned_state(saved["state_dict"])
-        check_compatible(weights, model.state_dict(), path, f"--arch {self.config.arch} on {self.config.dataset}")
-        model.load_state_dict(weights)
-        if masks:
-            apply_masks(model, masks)
+        load_pruned_state(model, saved["state_dict"], path, f"--arch {self.config.arch} on {self.config.dataset}")
         state = RoundState(int(saved["state"]), int(saved["epoch"]), saved["result"], float(saved["best_sa"]),
                            int(saved.get("best_epoch", -1)), float(saved.get("seconds", 0.0)),
                            saved.get("optimizer"), saved.get("scheduler"))
@@ -162,7 +159,8 @@ class IMPRun:
         return self.config.rewind_point if round_index > 0 and self.config.prune_type == "rewind_lt" else 0
 
     # ---------------------------------------------------------------- one round
-    def _train_round(self, model: nn.Module, state: RoundState) -> tuple[nn.Module, RoundState]:
+    def _optimizer_and_scheduler(self, model: nn.Module, state: RoundState):
+        """SGD and its schedule at ``state.next_epoch``: restored when resuming, else stepped there (rewinding)."""
         cfg = self.config
         optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
         scheduler = build_scheduler(optimizer, cfg.milestones, cfg.warmup)
@@ -171,6 +169,11 @@ class IMPRun:
             scheduler.load_state_dict(state.scheduler)
         else:
             _advance_scheduler(scheduler, state.next_epoch)
+        return optimizer, scheduler
+
+    def _train_round(self, model: nn.Module, state: RoundState) -> tuple[nn.Module, RoundState]:
+        cfg = self.config
+        optimizer, scheduler = self._optimizer_and_scheduler(model, state)
         mask_density = density(masks_of(model))
         for epoch in range(state.next_epoch, cfg.epochs):
             started = time.time()
@@ -199,12 +202,11 @@ class IMPRun:
 
     def _checkpoint(self, model: nn.Module, state: RoundState, optimizer, scheduler) -> dict:
         """The original's keys, plus what resuming and checking need."""
-        rewind_file = paths.rewind_weights(self.save_dir, self.config.rewind_point)
         return {
             "state": state.round, "result": state.result, "epoch": state.next_epoch,
             "state_dict": model.state_dict(), "best_sa": state.best_val, "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "init_weight": load_file(rewind_file) if state.round > 0 and rewind_file.exists() else None,
+            "init_weight": self._rewind_weights(),
             "best_epoch": state.best_epoch, "seconds": state.seconds, "arch": self.config.arch,
             "dataset": self.config.dataset, "config": asdict(self.config),
         }
@@ -244,7 +246,19 @@ class IMPRun:
         if self.config.prune_type == "pt":
             weights, _ = split_pruned_state(load_file(paths.round_best(self.save_dir, 0))["state_dict"])
             return weights
-        return load_file(paths.rewind_weights(self.save_dir, self.config.rewind_point))
+        rewind = self._rewind_weights()
+        if rewind is None:
+            raise UserError(f"{paths.rewind_weights(self.save_dir, self.config.rewind_point)} is missing: "
+                            f"the run folder is incomplete, start a new run")
+        return rewind
+
+    def _rewind_weights(self) -> dict[str, torch.Tensor] | None:
+        """The rewind state dict (the original's ``init_weight``), read once; ``None`` until it has been written."""
+        if self._rewind_cache is None:
+            path = paths.rewind_weights(self.save_dir, self.config.rewind_point)
+            if path.exists():
+                self._rewind_cache = load_file(path)
+        return self._rewind_cache
 
 
 def _advance_scheduler(scheduler, epochs: int) -> None:
