@@ -12,17 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lotterypools.cli import (add_data_arguments, add_model_arguments, add_training_arguments,  # noqa: E402
-                              default_save_dir, imp_config, load_data, model_factory, setup_device)
+from lotterypools.cli import (default_save_dir, imp_config, load_data, model_factory,  # noqa: E402
+                              setup_device, training_parser)
 from lotterypools.errors import UserError, cli_entry  # noqa: E402
 from lotterypools.imp import PRUNE_TYPES, IMPRun  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_arguments(parser)
-    add_model_arguments(parser)
-    add_training_arguments(parser)
+    parser = training_parser(__doc__)
     imp = parser.add_argument_group("pruning")
     imp.add_argument("--pruning_times", type=int, default=16,
                      help="number of trained networks: the dense one plus pruning_times-1 pruned ones (default 16)")

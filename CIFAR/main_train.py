@@ -14,17 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lotterypools.cli import (add_data_arguments, add_model_arguments, add_training_arguments,  # noqa: E402
-                              imp_config, load_data, model_factory, setup_device)
+from lotterypools.cli import imp_config, load_data, model_factory, setup_device, training_parser  # noqa: E402
 from lotterypools.errors import UserError, cli_entry  # noqa: E402
 from lotterypools.retrain import retrain  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_arguments(parser)
-    add_model_arguments(parser)
-    add_training_arguments(parser)
+    parser = training_parser(__doc__)
     subnet = parser.add_argument_group("subnetwork")
     subnet.add_argument("--mask_dir", required=True,
                         help="checkpoint whose '*_mask' entries give the mask (e.g. 1checkpoint.pth.tar)")

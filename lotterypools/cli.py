@@ -54,6 +54,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--amp", action="store_true", help="bf16 autocast for training and evaluation")
 
 
+def training_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the data, model and training flags of the training scripts."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser)
+    add_model_arguments(parser)
+    add_training_arguments(parser)
+    return parser
+
+
 def load_data(args: argparse.Namespace) -> DataSplits:
     """The data set named by ``--dataset`` from ``--data``, checked against ``--input_size``."""
     spec = dataset_spec(args.dataset)

@@ -10,11 +10,11 @@ import torch
 
 from lotterypools import paths
 from lotterypools.checkpoints import load_file, load_pruned_state, split_pruned_state
+from lotterypools.data import BatchSource
 from lotterypools.errors import UserError
 from lotterypools.imp import IMPConfig, IMPRun
-from lotterypools.masks import apply_masks, masks_of, prunable_names
+from lotterypools.masks import masks_of, prunable_names
 from lotterypools.training import build_optimizer, train_one_epoch
-from lotterypools.data import BatchSource
 from tests.helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
 from tests.test_masks import expected_kept
 

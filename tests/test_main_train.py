@@ -68,3 +68,21 @@ def test_main_train_script_retrains_a_ticket_of_main_imp(tmp_path, cli_run, main
     init = load_file(mask)["init_weight"]
     start = load_file(out / "epoch_0_rewind_weight.pt")
     assert all(torch.equal(start[k], init[k]) for k in init)
+
+
+def test_an_interrupted_retraining_resumes_to_the_same_weights(tmp_path, tiny_run):
+    mask = paths.round_checkpoint(tiny_run, 1)
+    run_retrain(tmp_path / "whole", mask, mask)
+
+    def kill_after_first_epoch(line: str) -> None:
+        if line.startswith("round 0 epoch 1/2"):
+            raise KeyboardInterrupt
+
+    config = tiny_config(pruning_times=1, prune_type="lt")
+    with pytest.raises(KeyboardInterrupt):
+        retrain(config, tiny_model_factory(), tiny_splits(), CPU, tmp_path / "resumed", mask, mask,
+                log=kill_after_first_epoch, progress=False)
+    retrain(config, tiny_model_factory(), tiny_splits(), CPU, tmp_path / "resumed", mask, mask, resume=True,
+            log=lambda line: None, progress=False)
+    a, b = state_of(tmp_path / "whole" / "0checkpoint.pth.tar"), state_of(tmp_path / "resumed" / "0checkpoint.pth.tar")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
