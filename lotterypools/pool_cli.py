@@ -57,19 +57,26 @@ def build_evaluator(model: nn.Module, data: DataSplits, device: torch.device, ba
 
 
 def run_pool_job(args: argparse.Namespace, store: TicketStore, evaluator: PoolEvaluator, save_dir: Path,
-                 title: str, log=log) -> PoolResultsFile:
-    """Evaluate the tickets, run the chosen method, and write the results files and plots."""
+                 title: str, log=log, primary: bool = True) -> PoolResultsFile:
+    """Evaluate the tickets, run the chosen method, and write the results files and plots.
+
+    With several processes every one runs the search (they take part in the reductions); only the
+    ``primary`` one logs, shows progress and writes files.
+    """
+    log = log if primary else (lambda message: None)
     results = PoolResultsFile(save_dir)
-    results.add_records(evaluate_tickets(store, evaluator))
+    results.add_records(evaluate_tickets(store, evaluator, progress=primary))
     log("tickets: " + "  ".join(f"{t.round}:{100 * t.density:.1f}%/{t.test_acc:.2f}" for t in store.tickets))
     settings = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None), bool))}
     if args.interpolate_method == "liner_inter":
-        results.add_linear(run_linear_paths(store, evaluator, log=log))
+        results.add_linear(run_linear_paths(store, evaluator, progress=primary, log=log))
     else:
-        pooled_dir = save_dir if args.save_pooled else None
+        pooled_dir = save_dir if args.save_pooled and primary else None
         results.add_records(run_pool_method(args.interpolate_method, store, evaluator, args.search_num,
                                             args.interpolation_value_list, args.EMA_value, args.prune_mode,
-                                            args.targets, pooled_dir, log=log))
+                                            args.targets, pooled_dir, log=log, progress=primary))
+    if not primary:
+        return results
     results.add_run(**settings)
     results.write(title)
     log(results.comparison_table())

@@ -89,7 +89,7 @@ class StepRecord:
 
     round: int
     alpha: float
-    val_acc: float
+    val_acc: float | None  # None where the rule scores nothing (SWA, EMA)
     accepted: bool
     trials: dict[float, float] = field(default_factory=dict)
 
@@ -198,7 +198,7 @@ class PoolSearch:
                     current_val = best_val
                     self.log(f"  {rule.name} round {target.round}: + round {round_index} alpha {best_alpha:g} "
                              f"-> val {best_val:.2f}")
-            steps.append(StepRecord(round_index, best_alpha, best_val, accepted, scores))
+            steps.append(StepRecord(round_index, best_alpha, best_val if rule.greedy else None, accepted, scores))
         final, val, test = self._finish(rule, target, current, steps)
         return PoolResult(rule.name, target, final, val, test, steps, time.time() - started, target.kept)
 

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from ..errors import UserError
-from . import cifar_resnet, conv, vgg
+from . import cifar_resnet, conv, imagenet_resnet, vgg
 
 CIFAR_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": cifar_resnet.resnet18,
@@ -19,6 +19,13 @@ CIFAR_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "conv2": conv.conv2,
     "conv4": conv.conv4,
     "conv6": conv.conv6,
+}
+
+# OpenLTH's ImageNet ResNets (state_dict keys ``model.*``, normalisation done by the data pipeline).
+IMAGENET_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "imagenet_resnet_18": imagenet_resnet.imagenet_resnet_18,
+    "imagenet_resnet_34": imagenet_resnet.imagenet_resnet_34,
+    "imagenet_resnet_50": imagenet_resnet.imagenet_resnet_50,
 }
 
 # Architectures whose constructor needs the input's side length (they end in a flatten).
@@ -43,3 +50,14 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, mean: Sequenc
     if arch in _NEEDS_IMAGE_SIZE:
         kwargs["image_size"] = image_size
     return CIFAR_ARCHITECTURES[arch](**kwargs)
+
+
+def build_imagenet_model(arch: str, num_classes: int, image_size: int = 224) -> nn.Module:
+    """An ImageNet-pipeline model by name: OpenLTH's ``imagenet_resnet_*``, or any CIFAR architecture
+    (its normalisation left as identity, since the ImageFolder pipeline normalises)."""
+    if arch in IMAGENET_ARCHITECTURES:
+        return IMAGENET_ARCHITECTURES[arch](num_classes=num_classes)
+    if arch in CIFAR_ARCHITECTURES:
+        return build_model(arch, num_classes, image_size=image_size)
+    known = ", ".join(sorted(IMAGENET_ARCHITECTURES) + sorted(CIFAR_ARCHITECTURES))
+    raise UserError(f"unknown architecture {arch!r}: choose one of {known}")

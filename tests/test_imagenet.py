@@ -1,0 +1,256 @@
+"""ImageNet path on the CPU: OpenLTH layout, ImageFolder splits, pools on 1 and 2 processes, the launcher, IMP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from lotterypools import openlth
+from lotterypools.checkpoints import load_file
+from lotterypools.errors import UserError
+from lotterypools.imagefolder import held_out_indices, held_out_size, load_image_folders
+from lotterypools.masks import density, magnitude_masks, prunable_names
+from lotterypools.models import build_imagenet_model
+from lotterypools.tickets import TicketStore
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGENET = ROOT / "ImageNet"
+CLASSES = 3
+TINY_ARCH = "resnet20s"
+
+
+def write_image_folder(root: Path, per_class_train: int = 10, per_class_val: int = 4) -> Path:
+    """Small coloured 36x36 PNGs whose mean colour depends on the class."""
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", per_class_train), ("val", per_class_val)):
+        for label in range(CLASSES):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for index in range(count):
+                base = torch.zeros(3, 1, 1)
+                base[label] = 160
+                pixels = (base + 60 * torch.rand(3, 36, 36, generator=generator)).clamp(0, 255).byte()
+                Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(folder / f"{index}.png")
+    return root
+
+
+def write_tickets(root: Path, arch: str = TINY_ARCH, levels: int = 3, epoch: int = 4) -> Path:
+    """Tickets in OpenLTH's layout: seeded weights, magnitude masks of density 0.8^k over conv and fc."""
+    for level in range(levels):
+        torch.manual_seed(level)
+        model = build_imagenet_model(arch, CLASSES, 32)
+        names = prunable_names(model, include_linear=True)
+        state = model.state_dict()
+        total = sum(state[n].numel() for n in names)
+        masks = magnitude_masks(state, names, round(total * 0.8 ** level))
+        openlth.write_model(root, level, 0, state)
+        openlth.write_model(root, level, epoch, {k: v * masks[k] if k in masks else v for k, v in state.items()})
+        openlth.write_mask(root, level, masks)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_script(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], cwd=IMAGENET, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def pool_args(data: Path, tickets: Path, results: Path) -> list[str]:
+    return ["--save_dir", str(tickets), str(data), "--interpolation_value_list", "0.3", "0.6", "--seed", "17",
+            "--master_port", "8020", "-j0", "-p", "500", "--arch", TINY_ARCH, "--interpolate_method",
+            "Lottery_pools", "--input_size", "32", "--val_size", "9", "--device", "cpu", "-b", "4",
+            "--search_num", "3", "--results_dir", str(results)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread, as the subprocesses get: on a shared small CPU, more threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_image_folder(tmp_path / "imagenet")
+
+
+@pytest.fixture
+def tickets(tmp_path):
+    return write_tickets(tmp_path / "lth")
+
+
+def test_imagenet_resnet_reads_openlth_tickets(tmp_path):
+    model = build_imagenet_model("imagenet_resnet_18", CLASSES)
+    keys = list(model.state_dict())
+    assert keys[0] == "model.conv1.weight" and "model.fc.weight" in keys and "model.layer4.1.bn2.running_var" in keys
+    root = write_tickets(tmp_path / "lth", "imagenet_resnet_18", levels=2, epoch=90)
+    files = openlth.level_files(root)
+    assert [(f.round, f.path.name) for f in files] == [(0, "model_ep90_it0.pth"), (1, "model_ep90_it0.pth")]
+    store = TicketStore(files, model.state_dict(), "imagenet_resnet_18", reader=openlth.read_level)
+    assert store.tickets[0].dense and abs(store.tickets[1].density - 0.8) < 1e-4
+    assert "model.fc.weight" in store.prunable_names() and "model.conv1.weight" in store.prunable_names()
+    assert set(load_file(openlth.mask_path(root, 1)).values().__iter__().__next__().unique().tolist()) <= {0, 1}
+
+
+def test_level_folder_errors(tmp_path):
+    root = write_tickets(tmp_path / "lth", levels=3)
+    (openlth.model_path(root, 2, 4)).unlink()
+    with pytest.raises(UserError, match="level_2 ends at epoch 0 .* incomplete"):
+        openlth.level_files(root)
+    openlth.mask_path(root, 2).unlink()
+    for path in openlth.level_dir(root, 2).iterdir():
+        path.unlink()
+    with pytest.raises(UserError, match="incomplete: no model_ep"):
+        openlth.level_files(root)
+    openlth.level_dir(root, 2).rmdir()
+    (root / "level_2").rmdir()
+    (root / "level_1").rename(root / "level_3")
+    with pytest.raises(UserError, match="no level_1 folder"):
+        openlth.level_files(root)
+
+
+def test_mask_not_matching_architecture_is_one_line(tmp_path):
+    root = write_tickets(tmp_path / "lth", levels=2)
+    masks = {k: v[:1] for k, v in load_file(openlth.mask_path(root, 1)).items()}
+    torch.save(masks, openlth.mask_path(root, 1))
+    with pytest.raises(UserError, match="does not match the architecture"):
+        openlth.read_level(openlth.model_path(root, 1, 4))
+
+
+def test_held_out_split_is_fixed_disjoint_and_lowered_for_small_folders(data):
+    warnings = []
+    assert held_out_size(30, 26000, warnings.append) == 3 and "a tenth" in warnings[0]
+    assert held_out_size(100000, 26000, warnings.append) == 26000 and len(warnings) == 1
+    train, held = held_out_indices(30, 5, split_seed=0)
+    assert sorted(train + held) == list(range(30)) and len(held) == 5
+    assert (train, held) == held_out_indices(30, 5, split_seed=0) != held_out_indices(30, 5, split_seed=1)
+    splits = load_image_folders(data, 26000, input_size=32, warn=warnings.append)
+    assert (len(splits.train), len(splits.val), len(splits.test), splits.num_classes) == (27, 3, 12, CLASSES)
+    assert splits.test[0][0].shape == (3, 32, 32)
+
+
+def run_pools_in_process(argv: list[str]) -> None:
+    sys.path.insert(0, str(IMAGENET))
+    try:
+        import Lottery_pools
+    finally:
+        sys.path.remove(str(IMAGENET))
+    Lottery_pools.main(argv)
+
+
+def test_lottery_pools_one_process(data, tickets, tmp_path):
+    run_pools_in_process(pool_args(data, tickets, tmp_path / "results"))
+    records = json.loads((tmp_path / "results" / "pools_results.json").read_text())["records"]
+    pooled = [r for r in records if r["method"] == "Lottery_pools"]
+    assert [r["target_round"] for r in pooled] == [0, 1, 2]
+    assert all(r["val_acc"] >= r["lt_val_acc"] for r in pooled)
+    assert all(set(r["alphas"]) <= {0.3, 0.6} for r in pooled)
+    assert (tmp_path / "results" / "pools_results.csv").exists() and (tmp_path / "results" / "pools_accuracy.png").exists()
+
+
+def test_two_processes_give_the_same_results_as_one(data, tickets, tmp_path):
+    run_pools_in_process(pool_args(data, tickets, tmp_path / "one"))
+    args = pool_args(data, tickets, tmp_path / "two")
+    args[args.index("--master_port") + 1] = str(free_port())
+    two = run_script(["multiproc.py", "--nproc_per_node", "2", "Lottery_pools.py", *args])
+    assert two.returncode == 0, two.stderr[-2000:]
+    single, double = (json.loads((tmp_path / d / "pools_results.json").read_text())["records"] for d in ("one", "two"))
+    assert len(single) == len(double) == 6
+    for a, b in zip(single, double):
+        assert (a["method"], a["target_round"], a["chosen_rounds"], a["alphas"]) == \
+               (b["method"], b["target_round"], b["chosen_rounds"], b["alphas"])
+        for key in ("lt_val_acc", "lt_test_acc", "val_acc", "test_acc", "test_loss"):
+            assert (key in a) == (key in b)
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5)
+        for step_a, step_b in zip(a.get("steps", []), b.get("steps", [])):
+            assert step_a["trials"] == pytest.approx(step_b["trials"], abs=1e-6)
+
+
+def test_launcher_stops_the_others_when_a_process_fails(tmp_path):
+    script = tmp_path / "failing.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"open(os.path.join({str(tmp_path)!r}, 'argv' + os.environ['RANK']), 'w').write(' '.join(sys.argv[1:]))\n"
+        "if os.environ['RANK'] == '1':\n    sys.exit(3)\n"
+        "time.sleep(300)\n")
+    result = run_script(["multiproc.py", "--nproc_per_node", "2", "--master_port", str(free_port()), str(script),
+                         "--flag", "x"], timeout=200)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "failed in process 1" in result.stderr
+    assert (tmp_path / "argv0").read_text() == "--flag x --local_rank=0"
+
+
+def test_launcher_refuses_a_port_in_use(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_script(["multiproc.py", "--nproc_per_node", "2", "Lottery_pools.py", "--master_port", str(port)])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (f"error: port {port} is already in use on this machine: pass "
+                                                       f"another --master_port (or stop the run holding it)")
+
+
+def test_main_imp_two_levels_in_openlth_layout(data, tmp_path):
+    sys.path.insert(0, str(IMAGENET))
+    try:
+        import main_imp
+    finally:
+        sys.path.remove(str(IMAGENET))
+    save = tmp_path / "imp"
+    argv = ["--save_dir", str(save), str(data), "--arch", TINY_ARCH, "--levels", "1", "--epochs", "2",
+            "--rewind_epoch", "1", "--warmup", "1", "--milestones", "1", "-b", "9", "-j0", "--input_size", "32",
+            "--val_size", "6", "--device", "cpu"]
+    main_imp.main(argv)
+    files = openlth.level_files(save)
+    assert [(f.round, f.path.name) for f in files] == [(0, "model_ep2_it0.pth"), (1, "model_ep2_it0.pth")]
+    assert openlth.model_epochs(openlth.level_dir(save, 0)) == [0, 1, 2]
+    masks = {k: v.float() for k, v in load_file(openlth.mask_path(save, 1)).items()}
+    assert abs(density(masks) - 0.8) < 1e-3 and "fc.weight" in masks
+    rewind = load_file(openlth.model_path(save, 0, 1))
+    start = load_file(openlth.model_path(save, 1, 1))
+    assert all(torch.equal(start[k], rewind[k] * masks[k]) for k in masks)
+    final = load_file(openlth.model_path(save, 1, 2))
+    assert all(torch.all(final[k][masks[k] == 0] == 0) for k in masks)
+    assert not openlth.checkpoint_path(save, 1).exists()
+    stamp = openlth.model_path(save, 1, 2).stat().st_mtime_ns
+    main_imp.main(argv)
+    assert openlth.model_path(save, 1, 2).stat().st_mtime_ns == stamp
+
+
+def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
+    from lotterypools.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UserError, match="local rank 1 has no GPU of its own .1 visible.: lower --nproc_per_node to 1"):
+        init_distributed("auto", local_rank=1)
+    sys.path.insert(0, str(IMAGENET))
+    try:
+        import multiproc
+    finally:
+        sys.path.remove(str(IMAGENET))
+    with pytest.raises(UserError, match="--nproc_per_node 2 is more than the 1 GPUs here"):
+        multiproc.check_devices(2, ["--save_dir", "x"])
+    multiproc.check_devices(2, ["--device", "cpu"])
+    assert multiproc.port_in_script_args(["-j32", "--master_port", "8020"]) == 8020
+    with pytest.raises(UserError, match="not a port number"):
+        multiproc.port_in_script_args(["--master_port=eighty"])

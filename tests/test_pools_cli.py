@@ -1,0 +1,76 @@
+"""CIFAR/Lottery_pools.py as a user runs it: bad input ends with one line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_pools import write_tickets
+
+SCRIPT = Path(__file__).resolve().parents[1] / "CIFAR" / "Lottery_pools.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("lottery_pools_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The script's main() with its error wrapper, in this process (a subprocess per case is slow)."""
+    with pytest.raises(SystemExit) as exit_info:
+        load_script().main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, exit_info.value.code, captured.out, captured.err)
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_inference_without_checkpoint_in_a_real_process():
+    assert_one_line_error(run_script("--inference", "--dataset", "fashionmnist", "--arch", "conv2"),
+                          "--inference needs --checkpoint")
+
+
+def test_missing_and_empty_ticket_folders(tmp_path, capsys):
+    assert_one_line_error(run_in_process(capsys, "--checkpoint", str(tmp_path / "nope"), "--arch", "conv2"),
+                          "does not exist")
+    assert_one_line_error(run_in_process(capsys, "--checkpoint", str(tmp_path), "--arch", "conv2"), "holds no")
+
+
+def test_ticket_of_another_architecture(tmp_path, capsys):
+    write_tickets(tmp_path, 2)  # conv2 tickets for 1-channel 8x8 images and 3 classes
+    assert_one_line_error(run_in_process(capsys, "--checkpoint", str(tmp_path), "--arch", "resnet20s", "--dataset",
+                                         "cifar10"), "does not fit --arch resnet20s on cifar10", "missing")
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--interpolation_value_list", "0.5", "1.5"], "outside [0, 1]"),
+    (["--search_num", "0"], "--search_num 0"),
+    (["--arch", "resnet99"], "unknown architecture 'resnet99'"),
+    (["--dataset", "imagenet21k"], "unknown data set 'imagenet21k'"),
+])
+def test_bad_settings(tmp_path, capsys, flags, fragment):
+    write_tickets(tmp_path, 2)
+    args = ["--checkpoint", str(tmp_path), "--arch", "conv2", "--dataset", "fashionmnist", *flags]
+    assert_one_line_error(run_in_process(capsys, *args), fragment)
+
+
+def test_unknown_method_is_rejected_by_argparse_with_the_choices(capsys):
+    result = run_in_process(capsys, "--interpolate_method", "soup", "--checkpoint", "x")
+    assert result.returncode == 2 and "liner_inter" in result.stderr and "Traceback" not in result.stderr
