@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from tests.helpers import REPO, make_tiny_run, run_script, write_mnist_like
+from helpers import REPO, make_tiny_run, run_script, write_mnist_like
 
 # The tests' tensors are tiny: one thread avoids OpenMP spin-waiting on a busy machine (20x slower there).
 DEFAULT_THREADS = torch.get_num_threads()

@@ -1,7 +1,10 @@
 """Tiny data sets in the real on-disk formats, tiny IMP runs, and script runners, shared by the tests.
 
-Other test files reuse these: ``make_tiny_run(tmp_path)`` gives a finished IMP run folder of ``conv2`` on a
-tiny in-memory data set (``tiny_splits()``, built by ``tiny_model_factory()``) in a second or two.
+Other test files reuse these (``from helpers import make_tiny_run``; pytest puts tests/ on sys.path):
+``make_tiny_run(tmp_path)`` gives a finished IMP run folder of ``conv2`` on a tiny in-memory data set
+(``tiny_splits()``, models from ``tiny_model_factory()``) in about a second; ``write_mnist_like`` and
+``write_cifar`` write data sets in the real on-disk formats; the ``cli_run`` fixture (conftest.py) is a
+two-round ``main_imp.py`` run on tiny Fashion-MNIST files, usable with the scripts' ``--data``/``--dataset``.
 """
 
 from __future__ import annotations

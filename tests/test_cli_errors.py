@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.helpers import folder_snapshot, run_script, write_mnist_like
+from helpers import folder_snapshot, run_script, write_mnist_like
 
 TINY = ["--epochs", "2", "--batch_size", "64", "--device", "cpu", "--no_download", "--arch", "conv2"]
 

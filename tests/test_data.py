@@ -12,7 +12,7 @@ from lotterypools.data import SYSTEM_FASHION_MNIST, BatchSource, load_dataset
 from lotterypools.errors import UserError
 from lotterypools.imp import IMPConfig, IMPRun
 from lotterypools.models import build_model
-from tests.helpers import CPU, IDX_STEMS, tiny_splits, write_cifar, write_mnist_like
+from helpers import CPU, IDX_STEMS, tiny_splits, write_cifar, write_mnist_like
 
 
 def assert_splits_equal_written(data, train_x, train_y, test_x, test_y, val_size=5000):

@@ -15,8 +15,8 @@ from lotterypools.errors import UserError
 from lotterypools.imp import IMPConfig, IMPRun
 from lotterypools.masks import masks_of, prunable_names
 from lotterypools.training import build_optimizer, train_one_epoch
-from tests.helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
-from tests.test_masks import expected_kept
+from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
+from test_masks import expected_kept
 
 ORIGINAL_KEYS = {"state", "result", "epoch", "state_dict", "best_sa", "optimizer", "scheduler", "init_weight"}
 

@@ -12,7 +12,7 @@ from lotterypools.checkpoints import atomic_save, load_file, split_pruned_state
 from lotterypools.errors import UserError
 from lotterypools.masks import density
 from lotterypools.retrain import retrain
-from tests.helpers import CPU, state_of, tiny_config, tiny_model_factory, tiny_splits
+from helpers import CPU, state_of, tiny_config, tiny_model_factory, tiny_splits
 
 
 def run_retrain(folder, mask_path, init_path, **overrides):

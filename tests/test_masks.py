@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lotterypools.masks import apply_masks, density, kept_count, masks_of, prunable_names, prune_globally, remove_masks
-from tests.helpers import tiny_model_factory
+from helpers import tiny_model_factory
 
 
 def expected_kept(total: int, rate: float, rounds: int) -> list[int]:
