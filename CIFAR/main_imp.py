@@ -12,32 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lotterypools.cli import (add_data_arguments, add_model_arguments, default_save_dir, load_data,  # noqa: E402
-                              model_factory, parse_milestones, setup_device)
+from lotterypools.cli import (default_save_dir, imp_config, load_data, model_factory,  # noqa: E402
+                              setup_device, training_parser)
 from lotterypools.errors import UserError, cli_entry  # noqa: E402
-from lotterypools.imp import PRUNE_TYPES, IMPConfig, IMPRun  # noqa: E402
-from lotterypools.loaders import LOADERS  # noqa: E402
+from lotterypools.imp import PRUNE_TYPES, IMPRun  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_arguments(parser)
-    add_model_arguments(parser)
-    train = parser.add_argument_group("training")
-    train.add_argument("--batch_size", type=int, default=128, help="batch size (default 128)")
-    train.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default 0.1)")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
-    train.add_argument("--epochs", type=int, default=182, help="epochs per IMP round (default 182)")
-    train.add_argument("--warmup", type=int, default=0, help="epochs of linear learning-rate warm-up (default 0)")
-    train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10 (default 91,136)")
-    train.add_argument("--print_freq", type=int, default=50, help="progress-bar refresh, in iterations (default 50)")
-    train.add_argument("--amp", action="store_true", help="bf16 autocast for training and evaluation")
-    train.add_argument("--channels_last", action="store_true", help="channels-last memory format (faster convolutions on GPUs)")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
-    train.add_argument("--loader", default="resident", choices=LOADERS,
-                       help="resident: the data set as uint8 on the device, crop/flip there (default); dataloader: "
-                            "PIL images through torchvision transforms and a DataLoader with --workers, as the original")
+    parser = training_parser(__doc__)
     imp = parser.add_argument_group("pruning")
     imp.add_argument("--pruning_times", type=int, default=16,
                      help="number of trained networks: the dense one plus pruning_times-1 pruned ones (default 16)")
@@ -62,15 +44,9 @@ def main(argv=None) -> None:
     if args.resume and args.checkpoint and args.save_dir is None:
         args.save_dir = str(Path(args.checkpoint).parent)
     save_dir = Path(args.save_dir) if args.save_dir else default_save_dir(args)
-    config = IMPConfig(arch=args.arch, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                       lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                       milestones=parse_milestones(args.decreasing_lr), warmup=args.warmup,
-                       pruning_times=args.pruning_times, rate=args.rate, prune_type=args.prune_type,
-                       random_prune=args.random_prune, rewind_epoch=args.rewind_epoch,
-                       include_linear=args.include_linear, seed=args.seed, amp=args.amp,
-                       channels_last=args.channels_last, compile=args.compile, loader=args.loader,
-                       workers=args.workers)
-    config.validate()
+    config = imp_config(args, pruning_times=args.pruning_times, rate=args.rate, prune_type=args.prune_type,
+                        random_prune=args.random_prune, rewind_epoch=args.rewind_epoch,
+                        include_linear=args.include_linear)
     factory = model_factory(args)
     device = setup_device(args)
     data = load_data(args)

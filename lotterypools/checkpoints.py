@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import UserError
-from .masks import Masks
+from .masks import Masks, apply_masks, refresh_masked_weights
 
 BEST_PATTERN = re.compile(r"^(\d+)model_SA_best\.pth\.tar$")
 LAST_PATTERN = re.compile(r"^(\d+)checkpoint\.pth\.tar$")
@@ -131,6 +131,19 @@ def check_compatible(state: Mapping[str, torch.Tensor], reference: Mapping[str, 
              if torch.is_tensor(state[k]) and state[k].shape != reference[k].shape]
     if wrong:
         raise UserError(f"{path} does not fit {what}: shapes differ for {_few(wrong)}; check --arch and --dataset")
+
+
+def load_pruned_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
+    """Load a state dict in the original layout into a dense ``model``: masks attached, ``weight_orig`` kept as saved.
+
+    Keeping ``weight_orig`` unmultiplied (the pruned entries still hold their decaying values) makes a
+    resumed run continue exactly as the uninterrupted one.
+    """
+    weights, masks = split_pruned_state(state_dict)
+    check_compatible(weights, model.state_dict(), path, what)
+    apply_masks(model, masks)
+    model.load_state_dict(dict(state_dict))
+    refresh_masked_weights(model)
 
 
 def _few(items: list[str], count: int = 3) -> str:

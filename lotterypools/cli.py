@@ -12,6 +12,8 @@ from torch import nn
 from .data import DataSplits, dataset_spec, load_dataset
 from .device import resolve_device, seed_everything
 from .errors import UserError
+from .imp import IMPConfig
+from .loaders import LOADERS
 from .models import build_model
 
 PAPER_COEFFICIENTS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
@@ -37,6 +39,34 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=1, help="random seed (default 1; the paper's CIFAR runs use 41)")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: cuda when available)")
     group.add_argument("--gpu", type=int, default=None, help="CUDA device index (default 0)")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The original's SGD and schedule flags (shared by main_imp.py and main_train.py)."""
+    train = parser.add_argument_group("training")
+    train.add_argument("--batch_size", type=int, default=128, help="batch size (default 128)")
+    train.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default 0.1)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
+    train.add_argument("--epochs", type=int, default=182, help="training epochs (per IMP round in main_imp.py; default 182)")
+    train.add_argument("--warmup", type=int, default=0, help="epochs of linear learning-rate warm-up (default 0)")
+    train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10 (default 91,136)")
+    train.add_argument("--print_freq", type=int, default=50, help="progress-bar refresh, in iterations (default 50)")
+    train.add_argument("--amp", action="store_true", help="bf16 autocast for training and evaluation")
+    train.add_argument("--channels_last", action="store_true", help="channels-last memory format (faster convolutions on GPUs)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
+    train.add_argument("--loader", default="resident", choices=LOADERS,
+                       help="resident: the data set as uint8 on the device, crop/flip there (default); dataloader: "
+                            "PIL images through torchvision transforms and a DataLoader with --workers, as the original")
+
+
+def training_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the data, model and training flags of the training scripts."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser)
+    add_model_arguments(parser)
+    add_training_arguments(parser)
+    return parser
 
 
 def load_data(args: argparse.Namespace) -> DataSplits:
@@ -71,6 +101,17 @@ def parse_milestones(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UserError(f"--decreasing_lr {text!r} must be comma-separated epochs, e.g. 91,136") from None
+
+
+def imp_config(args: argparse.Namespace, **pruning) -> IMPConfig:
+    """An :class:`IMPConfig` from the data, model and training flags; ``pruning`` gives the pruning fields."""
+    config = IMPConfig(arch=args.arch, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                       lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                       milestones=parse_milestones(args.decreasing_lr), warmup=args.warmup, seed=args.seed,
+                       amp=args.amp, channels_last=args.channels_last, compile=args.compile, loader=args.loader,
+                       workers=args.workers, **pruning)
+    config.validate()
+    return config
 
 
 def default_save_dir(args: argparse.Namespace) -> Path:

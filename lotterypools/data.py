@@ -100,21 +100,63 @@ def _split_validation(spec: DatasetSpec, train: Split, test: Split, source: str)
 
 
 def _read_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, str]:
+    """CIFAR-10/100 from torchvision's folder (``cifar-10-batches-py``/``cifar-100-python``) under ``root``.
+
+    torchvision downloads and extracts a missing folder; the pickles are then read here, in the layout
+    torchvision documents, because torchvision's reader insists on the official files' md5 sums (which
+    rejects tiny test copies); a damaged file fails the unpickling or the shape checks instead.
+    """
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     folder = root / cls.base_folder
+    if not folder.is_dir() and download:
+        _download_cifar(cls, root)
+    if not folder.is_dir():
+        raise UserError(f"{name} not found: no folder {folder}; put the extracted '{cls.base_folder}' folder "
+                        f"(from {cls.url}) under {root}, or run once with internet access")
     try:
-        parts = [cls(str(root), train=flag, download=download and not folder.exists()) for flag in (True, False)]
-    except RuntimeError as error:
-        raise UserError(f"{name} not found under {root} ({error}); put the extracted '{cls.base_folder}' folder "
-                        f"there or run once with internet access") from None
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError) as error:
+        _check_cifar_meta(folder / cls.meta["filename"], cls.meta["key"], dataset_spec(name).num_classes)
+        train, test = (_read_cifar_batches([folder / file for file, _ in files]) for files in (cls.train_list, cls.test_list))
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, IndexError) as error:
         raise UserError(f"{name} files under {folder} are unreadable ({type(error).__name__}: {error}); "
                         f"delete the folder and download it again") from None
-    train, test = (Split(torch.from_numpy(np.ascontiguousarray(p.data)).permute(0, 3, 1, 2).contiguous(),
-                         torch.tensor(p.targets, dtype=torch.long)) for p in parts)
     return train, test, str(folder)
+
+
+def _download_cifar(cls, root: Path) -> None:
+    try:
+        cls(str(root), train=True, download=True)
+    except Exception:  # offline or interrupted: the caller reports what is missing and where to put it
+        pass
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        entry = pickle.load(handle, encoding="latin1")
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path.name} holds a {type(entry).__name__}, not a dict")
+    return entry
+
+
+def _check_cifar_meta(path: Path, key: str, num_classes: int) -> None:
+    names = _unpickle(path)[key]
+    if len(names) != num_classes:
+        raise ValueError(f"{path.name} names {len(names)} classes, expected {num_classes}")
+
+
+def _read_cifar_batches(files: list[Path]) -> Split:
+    """Concatenate CIFAR pickles: ``data`` rows of 3072 bytes (channel-major 3x32x32) and ``labels``/``fine_labels``."""
+    images, labels = [], []
+    for path in files:
+        entry = _unpickle(path)
+        data = np.asarray(entry["data"], dtype=np.uint8)
+        targets = entry["labels"] if "labels" in entry else entry["fine_labels"]
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != len(targets):
+            raise ValueError(f"{path.name}: data of shape {data.shape} with {len(targets)} labels")
+        images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
+        labels.append(torch.as_tensor(targets, dtype=torch.long))
+    return Split(torch.cat(images), torch.cat(labels))
 
 
 def _read_idx(path: Path) -> torch.Tensor:
@@ -138,11 +180,19 @@ def _parse_idx_bytes(data: bytes) -> torch.Tensor:
     return torch.from_numpy(body.copy()).view(*dims)
 
 
-def _find_idx(folders: list[Path], stem: str) -> Path | None:
+def _find_idx_files(folders: list[Path], stems: list[str]) -> list[Path] | None:
+    """The idx files (plain or gzipped) from the first folder holding any of them; ``None`` if none does.
+
+    All four files come from one folder: an incomplete folder is an error, never completed from another.
+    """
     for folder in folders:
-        for candidate in (folder / stem, folder / f"{stem}.gz"):
-            if candidate.exists():
-                return candidate
+        found = [next((c for c in (folder / stem, folder / f"{stem}.gz") if c.is_file()), None) for stem in stems]
+        if any(found):
+            if not all(found):
+                missing = [stem for stem, path in zip(stems, found) if path is None]
+                raise UserError(f"{folder} holds only some of the idx files: {missing} missing; "
+                                f"copy the complete set there or remove the folder")
+            return found
     return None
 
 
@@ -156,20 +206,23 @@ def _mnist_folders(name: str, root: Path) -> list[Path]:
 
 def _read_mnist_like(name: str, root: Path, download: bool) -> tuple[Split, Split, str]:
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    paths = [_find_idx(_mnist_folders(name, root), stem) for stem in stems]
-    if any(p is None for p in paths) and download:
+    paths = _find_idx_files(_mnist_folders(name, root), stems)
+    if paths is None and download:
         _download_mnist_like(name, root)
-        paths = [_find_idx(_mnist_folders(name, root), stem) for stem in stems]
-    if any(p is None for p in paths):
-        missing = [s for s, p in zip(stems, paths) if p is None]
+        paths = _find_idx_files(_mnist_folders(name, root), stems)
+    if paths is None:
         hint = " or install Debian's dataset-fashion-mnist" if name == "fashionmnist" else ""
-        raise UserError(f"{name} idx files {missing} not found under {root}; put them in {root / name}{hint}, "
+        raise UserError(f"{name} idx files ({', '.join(stems)}) not found under {root}; put them in {root / name}{hint}, "
                         f"or run with internet access to download them")
     try:
         tensors = [_read_idx(p) for p in paths]
     except (OSError, ValueError, RuntimeError, EOFError) as error:
         raise UserError(f"{name} idx files in {paths[0].parent} are unreadable ({error}); delete and download them again") from None
     train_x, train_y, test_x, test_y = tensors
+    side = dataset_spec(name).image_size
+    if any(x.dim() != 3 or tuple(x.shape[1:]) != (side, side) for x in (train_x, test_x)) or train_y.dim() != 1:
+        raise UserError(f"{name} idx files in {paths[0].parent} do not hold {side}x{side} images and label vectors: "
+                        f"wrong or corrupt files")
     if train_x.shape[0] != train_y.shape[0] or test_x.shape[0] != test_y.shape[0]:
         raise UserError(f"{name} idx files in {paths[0].parent} disagree on the number of images and labels: corrupt download")
     as_split = lambda x, y: Split(x.reshape(x.shape[0], 1, x.shape[-2], x.shape[-1]).contiguous(), y.long())

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from . import paths
-from .checkpoints import atomic_save, check_compatible, load_file, split_pruned_state
+from .checkpoints import atomic_save, load_file, load_pruned_state, split_pruned_state
 from .data import BatchSource, DataSplits, resident_split
 from .device import derived_seed
 from .errors import UserError
 from .loaders import LOADERS, DataLoaderSource, pil_source
-from .masks import apply_masks, density, masks_of, prune_globally, prunable_names, remove_masks
+from .masks import apply_masks, density, masks_of, prune_globally, refresh_masked_weights, remove_masks
 from .results import format_table, plot_training_curve, read_json, write_json
 from .training import build_optimizer, build_scheduler, evaluate, prepare_model, train_one_epoch
 from .results import log
@@ -109,6 +109,7 @@ class IMPRun:
         self.train_source = self._train_source()
         self.val_source = BatchSource(resident_split(data.val, device), 500, device)
         self.test_source = BatchSource(resident_split(data.test, device), 500, device)
+        self._rewind_cache: dict[str, torch.Tensor] | None = None
 
     def _train_source(self) -> BatchSource | DataLoaderSource:
         """Device-resident uint8 batches (augmented on the device), or the DataLoader over PIL images."""
@@ -126,11 +127,11 @@ class IMPRun:
     # ---------------------------------------------------------------- entry point
     def run(self, resume: bool = False, checkpoint: Path | None = None) -> list[dict]:
         """Train all rounds; with ``resume``, continue from ``checkpoint`` or the last one in ``save_dir``."""
-        self.save_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             model, state = self._resume(checkpoint)
         else:
             self._refuse_to_overwrite()
+            self.save_dir.mkdir(parents=True, exist_ok=True)
             model, state = self._start(), RoundState(0, 0, empty_result())
         while True:
             model, state = self._train_round(model, state)
@@ -161,11 +162,7 @@ class IMPRun:
         if not isinstance(saved, dict) or "state_dict" not in saved or "state" not in saved:
             raise UserError(f"{path} is not a main_imp.py round checkpoint (no 'state'/'state_dict' keys)")
         model = self._build_model()
-        weights, masks = split_pruned_state(saved["state_dict"])
-        check_compatible(weights, model.state_dict(), path, f"--arch {self.config.arch} on {self.config.dataset}")
-        model.load_state_dict(weights)
-        if masks:
-            apply_masks(model, masks)
+        load_pruned_state(model, saved["state_dict"], path, f"--arch {self.config.arch} on {self.config.dataset}")
         state = RoundState(int(saved["state"]), int(saved["epoch"]), saved["result"], float(saved["best_sa"]),
                            int(saved.get("best_epoch", -1)), float(saved.get("seconds", 0.0)),
                            saved.get("optimizer"), saved.get("scheduler"))
@@ -182,7 +179,8 @@ class IMPRun:
         return self.config.rewind_point if round_index > 0 and self.config.prune_type == "rewind_lt" else 0
 
     # ---------------------------------------------------------------- one round
-    def _train_round(self, model: nn.Module, state: RoundState) -> tuple[nn.Module, RoundState]:
+    def _optimizer_and_scheduler(self, model: nn.Module, state: RoundState):
+        """SGD and its schedule at ``state.next_epoch``: restored when resuming, else stepped there (rewinding)."""
         cfg = self.config
         optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
         scheduler = build_scheduler(optimizer, cfg.milestones, cfg.warmup)
@@ -191,6 +189,11 @@ class IMPRun:
             scheduler.load_state_dict(state.scheduler)
         else:
             _advance_scheduler(scheduler, state.next_epoch)
+        return optimizer, scheduler
+
+    def _train_round(self, model: nn.Module, state: RoundState) -> tuple[nn.Module, RoundState]:
+        cfg = self.config
+        optimizer, scheduler = self._optimizer_and_scheduler(model, state)
         mask_density = density(masks_of(model))
         for epoch in range(state.next_epoch, cfg.epochs):
             started = time.time()
@@ -206,11 +209,11 @@ class IMPRun:
                 state.result[key].append(value)
             state.next_epoch = epoch + 1
             state.seconds += time.time() - started
+            if state.round == 0 and epoch + 1 == cfg.rewind_point:
+                atomic_save(model.state_dict(), paths.rewind_weights(self.save_dir, cfg.rewind_point))
             if val.accuracy > state.best_val:
                 state.best_val, state.best_epoch = val.accuracy, epoch + 1
                 atomic_save(self._checkpoint(model, state, optimizer, scheduler), paths.round_best(self.save_dir, state.round))
-            if state.round == 0 and epoch + 1 == cfg.rewind_point:
-                atomic_save(model.state_dict(), paths.rewind_weights(self.save_dir, cfg.rewind_point))
             atomic_save(self._checkpoint(model, state, optimizer, scheduler), paths.round_checkpoint(self.save_dir, state.round))
             self.log(f"round {state.round} epoch {epoch + 1}/{cfg.epochs}  loss {train.loss:.4f}  train {train.accuracy:.2f}  "
                      f"val {val.accuracy:.2f}  test {test.accuracy:.2f}  lr {lr:.4g}  density {100 * mask_density:.2f}%  "
@@ -219,12 +222,11 @@ class IMPRun:
 
     def _checkpoint(self, model: nn.Module, state: RoundState, optimizer, scheduler) -> dict:
         """The original's keys, plus what resuming and checking need."""
-        rewind_file = paths.rewind_weights(self.save_dir, self.config.rewind_point)
         return {
             "state": state.round, "result": state.result, "epoch": state.next_epoch,
             "state_dict": model.state_dict(), "best_sa": state.best_val, "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "init_weight": load_file(rewind_file) if state.round > 0 and rewind_file.exists() else None,
+            "init_weight": self._rewind_weights(),
             "best_epoch": state.best_epoch, "seconds": state.seconds, "arch": self.config.arch,
             "dataset": self.config.dataset, "config": asdict(self.config),
         }
@@ -266,15 +268,25 @@ class IMPRun:
         if self.config.prune_type == "pt":
             weights, _ = split_pruned_state(load_file(paths.round_best(self.save_dir, 0))["state_dict"])
             return weights
-        return load_file(paths.rewind_weights(self.save_dir, self.config.rewind_point))
+        rewind = self._rewind_weights()
+        if rewind is None:
+            raise UserError(f"{paths.rewind_weights(self.save_dir, self.config.rewind_point)} is missing: "
+                            f"the run folder is incomplete, start a new run")
+        return rewind
+
+    def _rewind_weights(self) -> dict[str, torch.Tensor] | None:
+        """The rewind state dict (the original's ``init_weight``), read once; ``None`` until it has been written."""
+        if self._rewind_cache is None:
+            path = paths.rewind_weights(self.save_dir, self.config.rewind_point)
+            if path.exists():
+                self._rewind_cache = load_file(path)
+        return self._rewind_cache
 
 
 def _contiguous(model: nn.Module) -> nn.Module:
     """Weights and masks in the default memory format, as ``torch.nn.utils.prune`` needs (it views them flat)."""
     model = model.to(memory_format=torch.contiguous_format)
-    for module in model.modules():
-        if hasattr(module, "weight_mask"):  # refresh the masked weight that the pruning hook last computed
-            module.weight = module.weight_orig * module.weight_mask
+    refresh_masked_weights(model)  # the masked weight the pruning hook last computed may be channels-last
     return model
 
 

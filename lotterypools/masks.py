@@ -34,12 +34,25 @@ def prune_globally(model: nn.Module, rate: float, include_linear: bool = False, 
     only the surviving weights, so density goes (1 - rate)^k over rounds.
     """
     parameters = [(module, "weight") for _, module in prunable_modules(model, include_linear)]
+    refresh_masked_weights(model)
     if random:
         if generator_seed is not None:
             torch.manual_seed(generator_seed)
         prune.global_unstructured(parameters, pruning_method=prune.RandomUnstructured, amount=rate)
     else:
         prune.global_unstructured(parameters, pruning_method=prune.L1Unstructured, amount=rate)
+
+
+def refresh_masked_weights(model: nn.Module) -> None:
+    """Recompute ``weight = weight_orig * weight_mask`` of pruned modules now.
+
+    ``torch.nn.utils.prune`` refreshes ``weight`` only before a forward pass, so after an optimiser step or
+    ``load_state_dict`` it is stale until then; magnitude pruning ranks ``weight`` and must see current values.
+    """
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                setattr(module, hook._tensor_name, hook.apply_mask(module))
 
 
 def masks_of(model: nn.Module) -> Masks:

@@ -1,0 +1,168 @@
+"""Tiny data sets in the real on-disk formats, tiny IMP runs, and script runners, shared by the tests.
+
+Other test files reuse these (``from helpers import make_tiny_run``; pytest puts tests/ on sys.path):
+``make_tiny_run(tmp_path)`` gives a finished IMP run folder of ``conv2`` on a tiny in-memory data set
+(``tiny_splits()``, models from ``tiny_model_factory()``) in about a second; ``write_mnist_like`` and
+``write_cifar`` write data sets in the real on-disk formats; the ``cli_run`` fixture (conftest.py) is a
+two-round ``main_imp.py`` run on tiny Fashion-MNIST files, usable with the scripts' ``--data``/``--dataset``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from lotterypools.data import DataSplits, DatasetSpec, Split
+from lotterypools.imp import IMPConfig, IMPRun
+from lotterypools.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+# A 4-class, 1-channel, 8x8 data set: small enough that an IMP round takes a fraction of a second.
+TINY_SPEC = DatasetSpec("tiny", num_classes=4, channels=1, image_size=8, mean=(0.3,), std=(0.3,), val_size=32,
+                        crop_padding=1, flip=True)
+
+
+def labelled_images(count: int, channels: int, side: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (count, channels, side, side) whose class is a bright horizontal band's position, plus labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, count).astype(np.uint8)
+    images = rng.integers(0, 80, (count, channels, side, side))
+    band = max(side // num_classes, 1)
+    for index, label in enumerate(labels):
+        start = (int(label) * side) // num_classes
+        images[index, :, start:start + band, :] += 150
+    return images.clip(0, 255).astype(np.uint8), labels
+
+
+def tiny_splits(train: int = 96, seed: int = 0) -> DataSplits:
+    """The tiny data set as in-memory splits (train / 32 validation / 32 test images)."""
+    spec = TINY_SPEC
+    parts = []
+    for count, offset in ((train, 0), (spec.val_size, 1), (32, 2)):
+        images, labels = labelled_images(count, spec.channels, spec.image_size, spec.num_classes, seed + offset)
+        parts.append(Split(torch.from_numpy(images), torch.from_numpy(labels).long()))
+    return DataSplits(spec, *parts, source="memory")
+
+
+def tiny_model_factory(arch: str = "conv2") -> Callable[[], nn.Module]:
+    """Builds ``arch`` for the tiny data set."""
+    spec = TINY_SPEC
+    return lambda: build_model(arch, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
+
+
+def tiny_config(**overrides) -> IMPConfig:
+    """Two epochs per round, three rounds, rewinding to epoch 1, the lr divided by 10 after epoch 1."""
+    settings = dict(arch="conv2", dataset="tiny", epochs=2, batch_size=16, lr=0.05, milestones=[1], pruning_times=3,
+                    rate=0.2, prune_type="rewind_lt", rewind_epoch=1, seed=0)
+    settings.update(overrides)
+    return IMPConfig(**settings)
+
+
+def tiny_imp_run(folder: Path, log: Callable[[str], None] = lambda line: None, run_class: type = IMPRun,
+                 **overrides) -> IMPRun:
+    """An :class:`IMPRun` (not yet started) of ``conv2`` on the tiny data set into ``folder``."""
+    return run_class(tiny_config(**overrides), tiny_model_factory(overrides.get("arch", "conv2")), tiny_splits(), CPU,
+                     folder, log=log, progress=False)
+
+
+def make_tiny_run(tmp_path: Path, **overrides) -> Path:
+    """A finished IMP run (default: 3 rounds of 2 epochs, rewind_lt to epoch 1) in ``tmp_path/run``."""
+    folder = Path(tmp_path) / "run"
+    tiny_imp_run(folder, **overrides).run()
+    return folder
+
+
+# ---------------------------------------------------------------- real on-disk formats
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An idx file of unsigned bytes (gzipped when the name ends in .gz)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+
+
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def write_mnist_like(folder: Path, train: int = 5100, test: int = 60, gz: bool = True,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """The four 28x28 idx files of (Fashion-)MNIST in ``folder``; returns the arrays written."""
+    train_x, train_y = labelled_images(train, 1, 28, 10, seed)
+    test_x, test_y = labelled_images(test, 1, 28, 10, seed + 1)
+    arrays = dict(zip(IDX_STEMS, (train_x[:, 0], train_y, test_x[:, 0], test_y)))
+    for stem, array in arrays.items():
+        write_idx(folder / (f"{stem}.gz" if gz else stem), array)
+    return arrays
+
+
+def _dump(path: Path, obj: dict) -> None:
+    with open(path, "wb") as handle:
+        pickle.dump(obj, handle, protocol=2)
+
+
+def write_cifar(root: Path, name: str, train: int = 5050, test: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
+    """CIFAR-10/100 python pickles under ``root`` exactly as torchvision extracts them (incl. the meta file).
+
+    Returns the images (N, 3, 32, 32) and labels written, training batches concatenated in file order.
+    """
+    classes = 10 if name == "cifar10" else 100
+    train_x, train_y = labelled_images(train, 3, 32, classes, seed)
+    test_x, test_y = labelled_images(test, 3, 32, classes, seed + 1)
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+
+    def batch(images: np.ndarray, labels: np.ndarray, title: str) -> dict:
+        entry = {"batch_label": title, label_key: [int(v) for v in labels], "data": images.reshape(len(images), -1),
+                 "filenames": [f"img_{i}.png" for i in range(len(images))]}
+        if name == "cifar100":
+            entry["coarse_labels"] = [int(v) // 5 for v in labels]
+        return entry
+
+    if name == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, part in enumerate(np.array_split(np.arange(train), 5)):
+            _dump(folder / f"data_batch_{index + 1}", batch(train_x[part], train_y[part], f"training batch {index + 1} of 5"))
+        _dump(folder / "test_batch", batch(test_x, test_y, "testing batch 1 of 1"))
+        _dump(folder / "batches.meta", {"num_cases_per_batch": 10000, "num_vis": 3072,
+                                        "label_names": [f"class{i}" for i in range(10)]})
+    else:
+        folder = root / "cifar-100-python"
+        folder.mkdir(parents=True, exist_ok=True)
+        _dump(folder / "train", batch(train_x, train_y, "training batch 1 of 1"))
+        _dump(folder / "test", batch(test_x, test_y, "testing batch 1 of 1"))
+        _dump(folder / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
+                                "coarse_label_names": [f"coarse{i}" for i in range(20)]})
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+# ---------------------------------------------------------------- scripts
+def run_script(script: str, *args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``CIFAR/<script>`` with this interpreter; output captured as text."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(REPO / "CIFAR" / script), *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=timeout)
+
+
+def state_of(path: Path) -> dict:
+    """The ``state_dict`` of a checkpoint file."""
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def folder_snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes in ``folder`` (to check that a failed command changed nothing)."""
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
