@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lotterypools.errors import UserError, cli_entry  # noqa: E402
-from lotterypools.results import format_table  # noqa: E402
+from lotterypools.results import format_table, read_json  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "CIFAR" / "Lottery_pools.py"
 
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pooled_accuracies(save_dir: Path) -> dict[int, float]:
+    """Test accuracy of each pooled ticket (target round -> accuracy) from a run's pools_results.json."""
+    records = read_json(save_dir / "pools_results.json", default={}).get("records", [])
+    return {r["target_round"]: r["test_acc"] for r in records if r["method"] != "ticket"}
+
+
 @cli_entry
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
@@ -63,11 +69,14 @@ def main(argv=None) -> None:
                 command = [sys.executable, str(SCRIPT), "--checkpoint", args.checkpoint, "--save_dir", save_dir,
                            "--dataset", args.dataset, "--arch", args.arch, "--data", args.data, "--device", args.device,
                            "--no_download", "--bn_batches", str(bn_batches), *args.rest]
-                results.append(run_once(command))
-        results.sort()
-        seconds, peak, _ = results[len(results) // 2]
+                seconds, peak, _ = run_once(command)
+                results.append((seconds, peak, pooled_accuracies(Path(save_dir))))
+        results.sort(key=lambda r: r[0])
+        seconds, peak, accuracies = results[len(results) // 2]
         rows.append({"mode": "full BN (faithful)" if bn_batches == 0 else f"--bn_batches {bn_batches}",
-                     "seconds": seconds, "peak RSS MiB": peak})
+                     "seconds": seconds, "peak RSS MiB": peak,
+                     "mean pooled test acc": sum(accuracies.values()) / max(len(accuracies), 1),
+                     "pooled test acc by round": [round(accuracies[k], 2) for k in sorted(accuracies)]})
     for row in rows:
         row["x faster than full BN"] = rows[0]["seconds"] / row["seconds"]
     print(f"Lottery_pools.py {' '.join(args.rest)} over {args.checkpoint}; load average {os.getloadavg()[0]:.1f}")
