@@ -1,4 +1,4 @@
-"""Lottery Pools over the tickets of an IMP run folder, and its baselines (SWA, EMA, linear paths).
+r"""Lottery Pools over the tickets of an IMP run folder, and its baselines (SWA, EMA, linear paths).
 
 Example (Lottery Pools, interpolation, over the paper's 19 CIFAR-100 tickets):
     python Lottery_pools.py --interpolate_method Lottery_pools --rewind_epoch 9 --search_num 19 \

@@ -1,4 +1,4 @@
-"""Analyses of the tickets of an IMP run that the original code lacks (the paper's Figs. 1, 3c, 7, 9, 10).
+r"""Analyses of the tickets of an IMP run that the original code lacks (the paper's Figs. 1, 3c, 7, 9, 10).
 
 Subcommands (each writes JSON and a PNG into --save_dir):
     ood           accuracy on a corrupted test set (CIFAR-10-C layout) of every ticket and pooled ticket

@@ -1,4 +1,4 @@
-"""Create lottery tickets by iterative magnitude pruning (IMP), with or without weight rewinding.
+r"""Create lottery tickets by iterative magnitude pruning (IMP), with or without weight rewinding.
 
 Example (the paper's CIFAR-100 run):
     python -u main_imp.py --data ../data --dataset cifar100 --arch resnet18 --seed 41 \

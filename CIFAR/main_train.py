@@ -1,4 +1,4 @@
-"""Retrain a subnetwork: the mask of one checkpoint, the initialisation of another (or a random one).
+r"""Retrain a subnetwork: the mask of one checkpoint, the initialisation of another (or a random one).
 
 Example (retrain the round-1 ticket of a main_imp.py run from its own initialisation):
     python -u main_train.py --data ../data --dataset cifar10 --arch resnet20s \

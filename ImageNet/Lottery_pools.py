@@ -1,4 +1,4 @@
-"""Lottery Pools over OpenLTH ImageNet tickets (level_<k>/main/model_ep<E>_it0.pth + mask.pth), and its baselines.
+r"""Lottery Pools over OpenLTH ImageNet tickets (level_<k>/main/model_ep<E>_it0.pth + mask.pth), and its baselines.
 
 Runs on one device, under multiproc.py, or under torchrun; every process takes part in BN recalibration and
 evaluation, rank 0 writes the results. Example (from ImageNet/, two GPUs):

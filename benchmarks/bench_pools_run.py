@@ -1,4 +1,4 @@
-"""Wall time and peak memory of a whole CIFAR/Lottery_pools.py run over a ticket folder: full BN against --bn_batches.
+r"""Wall time and peak memory of a whole CIFAR/Lottery_pools.py run over a ticket folder: full BN against --bn_batches.
 
 Each mode runs as its own process (results written to a temporary folder, the ticket folder is only read);
 peak memory is that process's peak resident set (host memory; on a GPU the device memory is not included).

@@ -127,7 +127,7 @@ def plot_heat_map(matrix: Sequence[Sequence[float]], labels: Sequence[str], titl
     fig.colorbar(image, ax=ax, label=colour_label, shrink=0.8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -147,7 +147,7 @@ def plot_ensemble(records: Sequence[Mapping], title: str, path: str | os.PathLik
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -168,5 +168,5 @@ def plot_corruption_examples(images_by_name: Mapping[str, Sequence[torch.Tensor]
             if row == 0:
                 ax.set_title(f"severity {column + 1}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -100,7 +100,7 @@ def plot_training_curve(result: Mapping[str, Sequence[float]], first_epoch: int,
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -118,7 +118,7 @@ def plot_accuracy_vs_density(series: Mapping[str, Iterable[tuple[float, float]]]
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -137,5 +137,5 @@ def plot_linear_paths(paths: Sequence[Mapping[str, Any]], path: str | os.PathLik
         ax.grid(alpha=0.3)
     loss_ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
