@@ -51,7 +51,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--epochs", type=int, default=182, help="training epochs (per IMP round in main_imp.py; default 182)")
     train.add_argument("--warmup", type=int, default=0, help="epochs of linear learning-rate warm-up (default 0)")
     train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10 (default 91,136)")
-    train.add_argument("--print_freq", type=int, default=50, help="progress-bar refresh, in iterations (default 50)")
+    train.add_argument("--print_freq", type=int, default=50, help="kept for compatibility: a progress bar and one line per epoch replace it")
     train.add_argument("--amp", action="store_true", help="bf16 autocast for training and evaluation")
     train.add_argument("--channels_last", action="store_true", help="channels-last memory format (faster convolutions on GPUs)")
     train.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
