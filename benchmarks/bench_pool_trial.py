@@ -24,7 +24,7 @@ from common import add_machine_arguments, machine_line, model_for, setup_machine
 from lotterypools.data import BatchSource, DataSplits, fixed_batches, resident_split
 from lotterypools.errors import cli_entry
 from lotterypools.loaders import pil_source
-from lotterypools.masks import magnitude_masks, prunable_names, prune_to_count
+from lotterypools.masks import prunable_names, prune_to_count
 from lotterypools.pools import PoolEvaluator, interpolate_state
 from lotterypools.results import format_table
 

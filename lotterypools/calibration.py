@@ -36,7 +36,6 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     correct = (predicted == labels).double()
     # bin b holds confidences in (b/bins, (b+1)/bins]
     index = (confidence * bins).ceil().long().clamp(1, bins) - 1
-    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(confidence))
     conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence)
     correct_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
     gap = (correct_sum - conf_sum).abs()  # = count * |acc - conf| per bin

@@ -16,7 +16,6 @@ still read.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile

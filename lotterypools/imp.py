@@ -6,7 +6,6 @@ Each round writes its tickets and a resumable checkpoint atomically; batches dep
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -296,8 +295,3 @@ def _advance_scheduler(scheduler, epochs: int) -> None:
         warnings.simplefilter("ignore", UserWarning)  # stepping before any optimiser step is intended here
         for _ in range(epochs):
             scheduler.step()
-
-
-def rewind_state_for(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A plain copy of a model's state dict (used by tests and retraining scripts)."""
-    return copy.deepcopy(model.state_dict())

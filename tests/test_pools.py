@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lotterypools.checkpoints import TicketFile, atomic_save, join_pruned_state, ticket_files
+from lotterypools.checkpoints import atomic_save, join_pruned_state, ticket_files
 from lotterypools.data import DataSplits, DatasetSpec, Split
 from lotterypools.errors import UserError
 from lotterypools.experiment import check_pool_settings, evaluate_tickets, run_linear_paths, run_pool_method

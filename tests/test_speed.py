@@ -12,7 +12,6 @@ from lotterypools.data import BatchSource, DataSplits, DatasetSpec, Split, augme
 from lotterypools.errors import UserError
 from lotterypools.imp import IMPConfig, IMPRun
 from lotterypools.loaders import pil_source
-from lotterypools.masks import masks_of
 from lotterypools.models import build_model
 from lotterypools.training import prepare_model
 
