@@ -54,18 +54,17 @@ def load_file(path: str | os.PathLike) -> Any:
 
 
 def split_pruned_state(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Masks]:
-    """``weight_orig``/``weight_mask`` pairs -> plain weights (``orig * mask``) and a mask dict."""
+    """``weight_orig``/``weight_mask`` pairs (or plain ``weight`` beside ``weight_mask``) -> masked plain weights
+    and a mask dict."""
     weights: dict[str, torch.Tensor] = {}
     masks: Masks = {}
     for key, value in state_dict.items():
         if key.endswith("_mask"):
             masks[key[: -len("_mask")]] = value.clone()
-        elif key.endswith("_orig"):
-            base = key[: -len("_orig")]
-            mask = state_dict.get(f"{base}_mask")
-            weights[base] = value * mask if mask is not None else value.clone()
-        else:
-            weights[key] = value.clone() if torch.is_tensor(value) else value
+            continue
+        base = key[: -len("_orig")] if key.endswith("_orig") else key
+        mask = state_dict.get(f"{base}_mask")
+        weights[base] = value * mask if mask is not None else (value.clone() if torch.is_tensor(value) else value)
     return weights, masks
 
 

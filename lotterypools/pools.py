@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
+from tqdm import tqdm
 
 from .masks import prune_to_count
 from .tickets import Ticket, TicketStore, Weights
@@ -168,8 +169,6 @@ class PoolSearch:
 
     def run(self, rule: PoolRule, target: Ticket, candidates: list[int]) -> PoolResult:
         """Walk ``candidates`` from ``target`` under ``rule``; return the pooled ticket with its test accuracy."""
-        from tqdm import tqdm
-
         started = time.time()
         device = self.evaluator.device
         current = _to_device(self.store.load(target.round)[0], device)
@@ -186,7 +185,7 @@ class PoolSearch:
                 interpolate_state(current, candidate, alpha, out=trial)
                 self._prune(trial, keep_during)
                 if not rule.greedy:  # nothing is chosen: BN and validation only matter for the final network
-                    best_alpha, best_state = alpha, {k: v.clone() for k, v in trial.items()}
+                    best_alpha, best_state, trial = alpha, trial, {}
                     break
                 scores[alpha] = self.evaluator.score(trial)
                 if scores[alpha] > best_val:  # ties go to the earlier coefficient, as in the original
@@ -199,22 +198,26 @@ class PoolSearch:
                     self.log(f"  {rule.name} round {target.round}: + round {round_index} alpha {best_alpha:g} "
                              f"-> val {best_val:.2f}")
             steps.append(StepRecord(round_index, best_alpha, best_val if rule.greedy else None, accepted, scores))
-        final, val, test = self._finish(rule, target, current, steps)
+        final, val, test = self._finish(rule, target, current, current_val, steps)
         return PoolResult(rule.name, target, final, val, test, steps, time.time() - started, target.kept)
 
-    def _finish(self, rule: PoolRule, target: Ticket, current: Weights,
+    def _finish(self, rule: PoolRule, target: Ticket, current: Weights, current_val: float,
                 steps: list[StepRecord]) -> tuple[Weights, float, EpochStats]:
-        """Prune (prune-after mode), recompute BN where the weights changed, and report test accuracy."""
-        changed = any(s.accepted for s in steps)
-        if self.prune_mode == "after" and target.kept is not None and changed:
-            self._prune(current, target.kept)
-        if changed and (not rule.greedy or self.prune_mode == "after"):
-            self.evaluator.score(current)
+        """Prune (prune-after mode), recompute BN where no trial did, and report test accuracy.
+
+        Each network is validated once: a greedy prune-during result keeps the score of its accepted trial.
+        """
+        if not any(s.accepted for s in steps):
+            self.evaluator.load(current)  # the ticket as trained, with its own BN statistics
+        elif rule.greedy and self.prune_mode == "during":
+            self.evaluator.load(current)  # already carries the BN statistics its validation score was taken with
+        else:
+            if self.prune_mode == "after" and target.kept is not None:
+                self._prune(current, target.kept)
+            current_val = self.evaluator.score(current)
             current = self.evaluator.state()
-        self.evaluator.load(current)
-        val = self.evaluator.validate().accuracy if changed else float(target.val_acc)
         test = self.evaluator.test()
-        return {k: v.cpu() for k, v in current.items()}, val, test
+        return {k: v.cpu() for k, v in current.items()}, current_val, test
 
 
 def linear_path(store: TicketStore, evaluator: PoolEvaluator, round_a: int, round_b: int,

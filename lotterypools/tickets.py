@@ -36,10 +36,8 @@ class Ticket:
         return self.kept is None
 
 
-def masks_in_checkpoint(checkpoint: Mapping, weights: Mapping[str, torch.Tensor], from_state: Masks) -> Masks:
-    """Masks given as ``weight_mask`` entries, or as a separate ``mask``/``masks`` dict beside plain weights."""
-    if from_state:
-        return from_state
+def separate_masks(checkpoint: Mapping) -> Masks:
+    """Masks stored as a ``mask``/``masks`` dict beside plain weights (keys with or without ``_mask``)."""
     for key in ("mask", "masks"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
             return {name[: -len("_mask")] if name.endswith("_mask") else name: value.float()
@@ -48,13 +46,18 @@ def masks_in_checkpoint(checkpoint: Mapping, weights: Mapping[str, torch.Tensor]
 
 
 def read_ticket(path: Path) -> tuple[Weights, Masks]:
-    """Plain weights and masks of one ticket file in the original layout."""
+    """Plain weights (already masked) and masks of one ticket file.
+
+    Masks come as ``weight_orig`` + ``weight_mask`` pairs (the original's layout, masked on reading) or as
+    a separate dict beside plain weights, which are masked here.
+    """
     checkpoint = load_file(path)
-    weights, from_state = split_pruned_state(state_dict_of(checkpoint, path))
-    masks = masks_in_checkpoint(checkpoint, weights, from_state)
-    for name, mask in masks.items():
-        if name in weights:
-            weights[name] = weights[name] * mask
+    weights, masks = split_pruned_state(state_dict_of(checkpoint, path))
+    if not masks:
+        masks = separate_masks(checkpoint)
+        for name, mask in masks.items():
+            if name in weights:
+                weights[name] = weights[name] * mask
     return weights, masks
 
 

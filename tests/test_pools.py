@@ -327,3 +327,10 @@ def test_fixed_bn_batches_are_the_same_for_every_trial():
     first = [b[0].clone() for b in evaluator.bn_batches]
     second = [b[0] for b in evaluator.bn_batches]
     assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_plain_weights_beside_weight_mask_entries_are_masked_on_reading(tmp_path):
+    weights = {"conv.weight": torch.ones(2, 2), "conv.weight_mask": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+    atomic_save({"state_dict": weights}, tmp_path / "t.pth.tar")
+    read_weights, read_masks = read_ticket(tmp_path / "t.pth.tar")
+    assert torch.equal(read_weights["conv.weight"], torch.eye(2)) and set(read_masks) == {"conv.weight"}
