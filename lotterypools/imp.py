@@ -210,10 +210,13 @@ class IMPRun:
             state.seconds += time.time() - started
             if state.round == 0 and epoch + 1 == cfg.rewind_point:
                 atomic_save(model.state_dict(), paths.rewind_weights(self.save_dir, cfg.rewind_point))
-            if val.accuracy > state.best_val:
+            improved = val.accuracy > state.best_val
+            if improved:
                 state.best_val, state.best_epoch = val.accuracy, epoch + 1
-                atomic_save(self._checkpoint(model, state, optimizer, scheduler), paths.round_best(self.save_dir, state.round))
-            atomic_save(self._checkpoint(model, state, optimizer, scheduler), paths.round_checkpoint(self.save_dir, state.round))
+            checkpoint = self._checkpoint(model, state, optimizer, scheduler)  # one snapshot serves both files
+            if improved:
+                atomic_save(checkpoint, paths.round_best(self.save_dir, state.round))
+            atomic_save(checkpoint, paths.round_checkpoint(self.save_dir, state.round))
             self.log(f"round {state.round} epoch {epoch + 1}/{cfg.epochs}  loss {train.loss:.4f}  train {train.accuracy:.2f}  "
                      f"val {val.accuracy:.2f}  test {test.accuracy:.2f}  lr {lr:.4g}  density {100 * mask_density:.2f}%  "
                      f"{time.time() - started:.1f}s")
