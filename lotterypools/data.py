@@ -263,8 +263,11 @@ def augment_batch(images: torch.Tensor, spec: DatasetSpec, generator: torch.Gene
 
 def iterate_batches(split: Split, batch_size: int, device: torch.device, *, spec: DatasetSpec | None = None,
                     shuffle: bool = False, augment: bool = False, seed: int = 0,
-                    drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (float images in [0, 1], labels) batches on ``device``; order and augmentation depend on ``seed``."""
+                    drop_last: bool = False, with_indices: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield (float images in [0, 1], labels) batches on ``device``; order and augmentation depend on ``seed``.
+
+    With ``with_indices`` each batch also carries its samples' positions in ``split`` (a CPU tensor).
+    """
     generator = torch.Generator().manual_seed(seed)
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
@@ -275,20 +278,23 @@ def iterate_batches(split: Split, batch_size: int, device: torch.device, *, spec
         labels = split.labels[index].to(device, non_blocking=True)
         if augment and spec is not None:
             images = augment_batch(images, spec, generator)
-        yield images, labels
+        yield (images, labels, order[start:start + batch_size]) if with_indices else (images, labels)
 
 
 class BatchSource:
     """A re-iterable stream of batches over one split (what training, BN recalibration and evaluation take)."""
 
     def __init__(self, split: Split, batch_size: int, device: torch.device, spec: DatasetSpec | None = None,
-                 shuffle: bool = False, augment: bool = False, seed: int = 0, drop_last: bool = False):
+                 shuffle: bool = False, augment: bool = False, seed: int = 0, drop_last: bool = False,
+                 with_indices: bool = False):
         self.split, self.batch_size, self.device, self.spec = split, batch_size, device, spec
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
+        self.with_indices = with_indices
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         return iterate_batches(self.split, self.batch_size, self.device, spec=self.spec, shuffle=self.shuffle,
-                               augment=self.augment, seed=self.seed, drop_last=self.drop_last)
+                               augment=self.augment, seed=self.seed, drop_last=self.drop_last,
+                               with_indices=self.with_indices)
 
     def __len__(self) -> int:
         n = len(self.split)
@@ -297,7 +303,7 @@ class BatchSource:
     def with_seed(self, seed: int) -> "BatchSource":
         """The same stream with another seed (e.g. one per epoch)."""
         return BatchSource(self.split, self.batch_size, self.device, self.spec, self.shuffle, self.augment, seed,
-                           self.drop_last)
+                           self.drop_last, self.with_indices)
 
 
 def fixed_batches(source: BatchSource, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
