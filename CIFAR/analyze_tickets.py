@@ -17,10 +17,10 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lotterypools.analysis_cli import build_parser, run_command  # noqa: E402
-from lotterypools.errors import cli_entry  # noqa: E402
+from lotterypools.errors import NOTHING_TO_RESUME, cli_entry  # noqa: E402
 
 
-@cli_entry
+@cli_entry(interrupted=NOTHING_TO_RESUME)
 def main(argv=None) -> None:
     run_command(build_parser(__doc__).parse_args(argv))
 

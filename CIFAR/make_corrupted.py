@@ -15,11 +15,11 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lotterypools.cli import add_data_arguments, load_data  # noqa: E402
-from lotterypools.analysis import plot_corruption_examples  # noqa: E402
+from lotterypools.plots import plot_corruption_examples  # noqa: E402
 from lotterypools.corruptions import CORRUPTIONS, SEVERITIES, CorruptedSet, writable_corruptions, write_corrupted_set  # noqa: E402
 from lotterypools.data import Split  # noqa: E402
 from lotterypools.device import resolve_device  # noqa: E402
-from lotterypools.errors import UserError, cli_entry  # noqa: E402
+from lotterypools.errors import NOTHING_TO_RESUME, UserError, cli_entry  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=NOTHING_TO_RESUME)
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from lotterypools.cli import parse_milestones  # noqa: E402
 from lotterypools.distributed import close_distributed  # noqa: E402
-from lotterypools.errors import cli_entry  # noqa: E402
+from lotterypools.errors import RERUN_CONTINUES, cli_entry  # noqa: E402
 from lotterypools.imagenet_cli import (add_imagenet_arguments, imagenet_model_factory,  # noqa: E402
                                        load_imagefolder_data, start_processes)
 from lotterypools.openlth_imp import LevelConfig, LevelRun  # noqa: E402
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=RERUN_CONTINUES)
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     config = LevelConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

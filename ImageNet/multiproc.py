@@ -84,7 +84,7 @@ def run_child(script: str, script_args: list[str]) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
-@cli_entry
+@cli_entry(interrupted="interrupted: the launched processes were stopped; see the script's own message for what it kept")
 def launch(argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
