@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 
+from .pool_results import method_label  # noqa: E402
+
 
 def plot_training_curve(result: Mapping[str, Sequence[float]], first_epoch: int, title: str,
                         path: str | os.PathLike) -> None:
@@ -30,24 +32,6 @@ def plot_training_curve(result: Mapping[str, Sequence[float]], first_epoch: int,
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-
-
-METHOD_LABELS = {
-    "ticket": "ticket (IMP)",
-    "Lottery_pools": "Lottery Pools (interpolation)",
-    "Lottery_pools_average": "Lottery Pools (average)",
-    "interpolate_swa": "SWA",
-    "interpolate_ema": "EMA",
-    "liner_inter": "linear path",
-}
-
-
-def method_label(method: str) -> str:
-    """A readable name for a method key (``Lottery_pools_average_prune_after`` -> ``Lottery Pools (average), prune after``)."""
-    suffix = ""
-    if method.endswith("_prune_after"):
-        method, suffix = method[: -len("_prune_after")], ", prune after"
-    return METHOD_LABELS.get(method, method.replace("_", " ")) + suffix
 
 
 def density_axis(ax: Any, densities_percent: Iterable[float]) -> None:

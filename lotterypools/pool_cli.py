@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +15,7 @@ from .console import add_progress_argument, log, quiet
 from .device import seed_everything
 from .distributed import DistributedContext, init_distributed
 from .data import BatchSource, DataSplits, fixed_batches, resident_split
-from .errors import UserError
+from .files import check_writable_folder
 from .experiment import (METHODS, PoolSettings, Share, check_pool_settings, evaluate_tickets, run_linear_paths,
                          run_pool_method)
 from .ood import OODBenchmark, add_ood_arguments, ood_table
@@ -64,16 +63,7 @@ def validate_pool_args(args: argparse.Namespace) -> None:
 
 def check_results_folder(folder: Path, flag: str) -> PoolResultsFile:
     """Make sure results can be written to ``folder`` (before any work) and read what it already holds."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{flag} {folder} is a file, not a folder: pass a folder for the results")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise UserError(f"{flag} {folder} cannot be written ({error.strerror or error}): pass a writable folder "
-                        f"for the results") from None
+    check_writable_folder(Path(folder), flag)
     return PoolResultsFile(folder)
 
 

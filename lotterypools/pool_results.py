@@ -34,6 +34,24 @@ LINEAR_COLUMNS = ["round_a", "round_b", "loss_barrier", "acc_drop", *IDENTITY_FI
 JSON_NAME, CSV_NAME, LOCK_NAME = "pools_results.json", "pools_results.csv", ".pools_results.lock"
 
 
+METHOD_LABELS = {
+    "ticket": "ticket (IMP)",
+    "Lottery_pools": "Lottery Pools (interpolation)",
+    "Lottery_pools_average": "Lottery Pools (average)",
+    "interpolate_swa": "SWA",
+    "interpolate_ema": "EMA",
+    "liner_inter": "linear path",
+}
+
+
+def method_label(method: str) -> str:
+    """A readable name for a method key (``Lottery_pools_average_prune_after`` -> ``Lottery Pools (average), prune after``)."""
+    suffix = ""
+    if method.endswith("_prune_after"):
+        method, suffix = method[: -len("_prune_after")], ", prune after"
+    return METHOD_LABELS.get(method, method.replace("_", " ")) + suffix
+
+
 def settings_key(record: dict) -> str:
     """The record's identity and settings as one canonical string."""
     return json.dumps({f: record.get(f) for f in IDENTITY_FIELDS + SETTING_FIELDS}, sort_keys=True)
