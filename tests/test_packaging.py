@@ -97,3 +97,9 @@ def test_pip_install_gives_console_commands_that_answer_help(tmp_path):
         assert result.returncode == 0 and "usage:" in result.stdout, (command, result.stderr[-1000:])
     metadata = (target / "lotterypools-0.1.0.dist-info" / "METADATA").read_text()
     assert "License-Expression: MIT" in metadata and "Requires-Python: >=3.10" in metadata
+
+
+def test_the_torch_free_choices_match_the_modules_that_use_them():
+    from lotterypools import choices, corruptions
+
+    assert choices.CORRUPTION_NAMES == tuple(sorted(corruptions.CORRUPTIONS))
