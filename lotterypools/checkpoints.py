@@ -38,10 +38,11 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
-            raise UserError(f"checkpoint {path} is unsafe: it asks to load {_refused_global(str(error))}, and only "
-                            f"tensors and plain data are loaded (weights_only); use a checkpoint from a source you "
-                            f"trust, re-saved as weights") from None
+        refused = _refused_global(str(error))
+        if refused:
+            raise UserError(f"checkpoint {path} is unsafe: it asks to load {refused!r}, and only tensors and plain "
+                            f"data are loaded (weights_only); use a checkpoint from a source you trust, re-saved "
+                            f"as weights") from None
         raise UserError(_unreadable(path, error)) from None
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise UserError(_unreadable(path, error)) from None
@@ -54,10 +55,10 @@ def _unreadable(path: Path, error: Exception) -> str:
             f"PyTorch file: remove it or point to another")
 
 
-def _refused_global(message: str) -> str:
-    """The function or class torch's weights-only unpickler refused, from its message."""
-    found = re.search(r"GLOBAL ([\w.]+)", message)
-    return repr(found.group(1)) if found else "an object that is not a tensor or plain data"
+def _refused_global(message: str) -> str | None:
+    """The function or class torch's weights-only unpickler refused (from its message), if it refused one."""
+    found = re.search(r"GLOBAL ([\w.]+)", message) if "Weights only load failed" in message else None
+    return found.group(1) if found else None
 
 
 def split_pruned_state(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Masks]:
