@@ -12,6 +12,7 @@ from pathlib import Path
 from .choices import LOADERS, PAPER_COEFFICIENTS, PAPER_VAL_SIZE, POOL_METHODS, SEVERITIES
 from .errors import UserError
 
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", default="../data", help="folder holding (or receiving) the data set (default ../data)")
