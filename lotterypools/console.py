@@ -10,13 +10,13 @@ import argparse
 import sys
 from typing import Iterable, TextIO, TypeVar
 
-from tqdm import tqdm
-
 T = TypeVar("T")
 
 
 def log(message: str) -> None:
     """Print one line (through tqdm, so an open progress bar is redrawn below it rather than broken)."""
+    from tqdm import tqdm  # here, so that building a parser (which imports this module) stays light
+
     tqdm.write(message)
     sys.stdout.flush()
 
@@ -43,4 +43,6 @@ def progress(items: Iterable[T], description: str, enabled: bool, total: int | N
     """``items`` with a tqdm bar when ``enabled``, else ``items`` unchanged (no bar, no carriage returns)."""
     if not enabled:
         return items
+    from tqdm import tqdm
+
     return tqdm(items, desc=description, total=total, leave=leave)

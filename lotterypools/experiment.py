@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from .choices import POOL_METHODS as METHODS
 from .checkpoints import atomic_save, join_pruned_state
 from .console import log, progress
 from .errors import UserError
@@ -21,7 +22,6 @@ from .pools import (PoolEvaluator, PoolResult, PoolRule, PoolSearch, candidate_o
                     lottery_pools_rule, swa_rule)
 from .tickets import TicketStore
 
-METHODS = ("Lottery_pools", "interpolate_swa", "interpolate_ema", "liner_inter")
 LINE_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
 ExtraMetrics = Callable[[dict], dict]
 

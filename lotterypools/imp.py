@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import paths
+from .choices import PRUNE_TYPES
 from .checkpoints import atomic_save, load_file, load_pruned_state, split_pruned_state
 from .data import BatchSource, DataSplits, resident_split
 from .device import derived_seed
@@ -25,8 +26,6 @@ from .masks import apply_masks, density, masks_of, prune_globally, refresh_maske
 from .results import format_table, plot_training_curve, read_json, write_json
 from .training import build_optimizer, build_scheduler, evaluate, prepare_model, train_one_epoch
 from .results import log
-
-PRUNE_TYPES = ("lt", "pt", "rewind_lt")
 
 
 @dataclass

@@ -15,10 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 
+from .choices import LOADERS  # noqa: F401 (re-exported)
 from .data import DatasetSpec, Split
 from .errors import UserError
-
-LOADERS = ("resident", "dataloader")
 
 
 def original_transform(spec: DatasetSpec, augment: bool) -> transforms.Compose:

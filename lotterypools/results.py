@@ -8,13 +8,11 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-
-
 from .console import log  # noqa: F401  (kept importable from here for code written before console.py)
+from .files import atomic_output
 
 
 def plot_training_curve(*args: Any, **kwargs: Any) -> None:
@@ -26,19 +24,8 @@ def plot_training_curve(*args: Any, **kwargs: Any) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text to a temporary file beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk or an interrupt leaves the old file and no temporary one
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as stream:
+        stream.write(text.encode())
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -79,3 +79,25 @@ def test_almost_full_disk_is_refused(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage(100, 90, 10))
     assert "full disk" in one_line_error(tmp_path, flag="--out")
+
+
+def test_without_create_a_missing_folder_is_checked_but_not_made(tmp_path):
+    folder = tmp_path / "a" / "run"
+    check_writable_folder(folder, "--save_dir", create=False)
+    assert not (tmp_path / "a").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_without_create_a_path_through_a_file_is_refused(tmp_path):
+    (tmp_path / "plain").write_text("")
+    message = one_line_error(tmp_path / "plain" / "run", create=False)
+    assert "cannot be created" in message and "is a file" in message
+
+
+def test_without_create_a_read_only_parent_is_refused(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    message = one_line_error(tmp_path / "new" / "run", create=False)
+    assert "cannot be created" in message and "Read-only file system" in message
+    assert not (tmp_path / "new").exists()

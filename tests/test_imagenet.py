@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from lotterypools.imagefolder import held_out_indices, held_out_size, load_image
 from lotterypools.masks import density, magnitude_masks, prunable_names
 from lotterypools.models import build_imagenet_model
 from lotterypools.tickets import TicketStore
+
+from helpers import script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = ROOT / "ImageNet"
@@ -42,11 +43,11 @@ def write_image_folder(root: Path, per_class_train: int = 10, per_class_val: int
     return root
 
 
-def write_tickets(root: Path, arch: str = TINY_ARCH, levels: int = 3, epoch: int = 4) -> Path:
+def write_tickets(root: Path, arch: str = TINY_ARCH, levels: int = 3, epoch: int = 4, classes: int = CLASSES) -> Path:
     """Tickets in OpenLTH's layout: seeded weights, magnitude masks of density 0.8^k over conv and fc."""
     for level in range(levels):
         torch.manual_seed(level)
-        model = build_imagenet_model(arch, CLASSES, 32)
+        model = build_imagenet_model(arch, classes, 32)
         names = prunable_names(model, include_linear=True)
         state = model.state_dict()
         total = sum(state[n].numel() for n in names)
@@ -64,8 +65,8 @@ def free_port() -> int:
 
 
 def run_script(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], cwd=IMAGENET, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([sys.executable, *args], cwd=IMAGENET, capture_output=True, text=True, timeout=timeout,
+                          env=script_env())
 
 
 def pool_args(data: Path, tickets: Path, results: Path) -> list[str]:
@@ -120,7 +121,7 @@ def test_level_folder_errors(tmp_path):
     openlth.level_dir(root, 2).rmdir()
     (root / "level_2").rmdir()
     (root / "level_1").rename(root / "level_3")
-    with pytest.raises(UserError, match="no level_1 folder"):
+    with pytest.raises(UserError, match="has no ticket of round 1 .OpenLTH: level_1. but has round 3"):
         openlth.level_files(root)
 
 
@@ -243,11 +244,8 @@ def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(UserError, match="local rank 1 has no GPU of its own .1 visible.: lower --nproc_per_node to 1"):
         init_distributed("auto", local_rank=1)
-    sys.path.insert(0, str(IMAGENET))
-    try:
-        import multiproc
-    finally:
-        sys.path.remove(str(IMAGENET))
+    from lotterypools.commands import multiproc
+
     with pytest.raises(UserError, match="--nproc_per_node 2 is more than the 1 GPUs here"):
         multiproc.check_devices(2, ["--save_dir", "x"])
     multiproc.check_devices(2, ["--device", "cpu"])
