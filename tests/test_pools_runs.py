@@ -43,7 +43,7 @@ def script_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def run_script(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+def run_script(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=script_env(),
                           timeout=timeout)
 
@@ -104,7 +104,7 @@ def test_two_runs_started_together_in_one_folder_keep_both_methods(cli_run, tmp_
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
                  for m in ("interpolate_swa", "interpolate_ema")]
     for process in processes:
-        _, err = process.communicate(timeout=300)
+        _, err = process.communicate(timeout=900)
         assert process.returncode == 0, err[-2000:]
     records = records_of(out)
     assert sorted((r["method"], r["target_round"]) for r in records if r["method"] != "ticket") == [
@@ -153,7 +153,7 @@ def test_two_gloo_processes_give_the_same_records_as_one(cli_run, tmp_path, caps
     assert run_main(capsys, pool_args(cli_run, tmp_path / "one", *full_bn))[0] == 0
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           str(free_port()), str(SCRIPT), *pool_args(cli_run, tmp_path / "two", *full_bn)],
-                         capture_output=True, text=True, env=script_env(), timeout=300)
+                         capture_output=True, text=True, env=script_env(), timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "x 2 processes (gloo)" in two.stdout
     assert records_of(tmp_path / "one") == records_of(tmp_path / "two")
