@@ -7,7 +7,6 @@ case its BN statistics are recomputed with the :class:`~lotterypools.pools.PoolE
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, Mapping, Sequence
 
 import torch

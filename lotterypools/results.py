@@ -9,7 +9,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .console import log  # noqa: F401  (kept importable from here for code written before console.py)
 from .files import atomic_output

@@ -43,11 +43,6 @@ def script_env() -> dict:
     return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def run_script(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=script_env(),
-                          timeout=timeout)
-
-
 def run_main(capsys, args: list[str]) -> tuple[int, str, str]:
     """``main`` of CIFAR/Lottery_pools.py in this process: exit code, stdout, stderr."""
     code = 0
