@@ -126,6 +126,15 @@ def evaluate_tickets(store: TicketStore, evaluator: PoolEvaluator, fields: Mappi
     return records
 
 
+def stored_tickets(done: Sequence[dict], rounds: Sequence[int], fields: Mapping) -> dict[int, dict] | None:
+    """The ticket records already among ``done`` for every round (same tickets and identity), else None."""
+    found = {record_key(r): r for r in done if r["method"] == "ticket"}
+    keys = {r: record_key({"method": "ticket", "target_round": r, **fields}) for r in rounds}
+    if not all(key in found for key in keys.values()):
+        return None
+    return {r: found[key] for r, key in keys.items()}
+
+
 def result_record(result: PoolResult, method: str, ticket: Mapping, fields: Mapping) -> dict:
     """The record of one pooled ticket: its numbers, its ticket's numbers, and the run's settings."""
     target = result.target

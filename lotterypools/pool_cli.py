@@ -17,7 +17,8 @@ from .device import seed_everything
 from .distributed import DistributedContext, init_distributed
 from .data import BatchSource, DataSplits, fixed_batches, resident_split
 from .files import check_writable_folder
-from .experiment import PoolSettings, Share, check_pool_settings, evaluate_tickets, run_linear_paths, run_pool_method
+from .experiment import (PoolSettings, Share, check_pool_settings, evaluate_tickets, run_linear_paths, run_pool_method,
+                         stored_tickets)
 from .ood import OODBenchmark, ood_table
 from .pool_results import PoolResultsFile
 from .pools import PoolEvaluator
@@ -90,7 +91,12 @@ def run_pool_job(args: argparse.Namespace, store: TicketStore, evaluator: PoolEv
     done_linear = [] if args.overwrite else list(results.linear)
     sync()  # every process has read the same file before anyone adds to it
     extra = None if ood is None else (lambda weights: ood.evaluate_weights(evaluator.model, weights, evaluator.device))
-    tickets = evaluate_tickets(store, evaluator, settings.ticket_fields(), progress_bar and main, extra)
+    rounds = [t.round for t in store.tickets]
+    tickets = stored_tickets(done, rounds, settings.ticket_fields()) if ood is None else None
+    if tickets is None:
+        tickets = evaluate_tickets(store, evaluator, settings.ticket_fields(), progress_bar and main, extra)
+    else:
+        say("tickets: their records are already in the results (--overwrite evaluates them again)")
     if main:
         results.commit(tickets.values(), run=_provenance(args))
     say("tickets: " + "  ".join(f"{r}:{100 * t['density']:.1f}%/{t['test_acc']:.2f}" for r, t in tickets.items()))

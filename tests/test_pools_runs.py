@@ -83,7 +83,7 @@ def test_killed_run_resumes_with_only_the_missing_targets_and_equals_an_uninterr
                         original_run(self, rule, target, *a, **k))
     code, out, _ = run_main(capsys, pool_args(cli_run, tmp_path / "killed"))
     assert code == 0 and ran == [1]
-    assert "skipped rounds 0" in out
+    assert "skipped rounds 0" in out and "their records are already in the results" in out
     assert records_of(tmp_path / "killed") == records_of(tmp_path / "whole")
 
     ran.clear()  # a third run has nothing left; --overwrite recomputes everything
