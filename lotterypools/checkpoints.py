@@ -322,7 +322,6 @@ class OriginalLayout:
         """Add the round's record to ``summary.json`` and draw its training curve."""
         from .results import write_json
 
-        record = {**record, "best_val_acc": record["val_acc"], "best_epoch": record["ticket_epoch"]}
         records = [r for r in self.summary() if r["round"] != progress.round] + [record]
         write_json(paths.summary(self.folder), sorted(records, key=lambda r: r["round"]))
         if self.plot_curves:

@@ -73,10 +73,16 @@ class IMPConfig:
                                       "accuracy, the original's) or last (OpenLTH's)", group="pruning",
                           choices=TICKET_POLICIES)
 
-    def validate(self) -> None:
-        """One-line errors for settings that cannot work together (checked before any work starts)."""
+    def validate(self, world_size: int = 1) -> None:
+        """One-line errors for settings that cannot work together (checked before any work starts).
+
+        ``world_size`` is the number of training processes: the global batch must divide evenly over them.
+        """
         if self.batch_size < 1:
             raise UserError(f"--batch_size {self.batch_size} must be at least 1")
+        if self.batch_size % world_size:
+            raise UserError(f"--batch_size {self.batch_size} is the global batch: it must divide evenly over "
+                            f"{world_size} processes")
         if not self.lr > 0:
             raise UserError(f"--lr {self.lr} must be positive")
         if self.momentum < 0 or self.weight_decay < 0:

@@ -211,6 +211,7 @@ class Layout(Protocol):
 
     folder: Path
     file_layout: str
+    settings_path: Path
 
     def holds_run(self) -> bool: ...
     def latest_progress(self, last_round: int) -> RoundProgress | None: ...
@@ -276,7 +277,7 @@ class IMPEngine:
             raise UserError(f"{self.save_dir} already holds an IMP run; pass --resume to continue it or choose "
                             f"another output folder")
         progress = self._progress_to_continue(checkpoint) if (resume or (resume is None and holds)) else None
-        if resume and progress is None:
+        if resume and progress is None and not self.layout.settings_path.exists():
             raise UserError(f"--resume: {self.layout.describe_missing()}; start without --resume")
         check_settings(self.layout.settings_path, cfg, write=False)
         self._barrier()
@@ -304,7 +305,9 @@ class IMPEngine:
             progress = RoundProgress(round_index, self.policy.plan(round_index, self).start_epoch, empty_result())
             self._start_round(model, progress)
         summary = self.summary()
-        self.log(format_table(summary, ["round", "density", "val_acc", "test_acc", "ticket_epoch", "epochs", "seconds"]))
+        best = cfg.ticket == "best_val"
+        self.log(format_table(summary, ["round", "density", "best_val_acc" if best else "val_acc", "test_acc",
+                                        "best_epoch" if best else "ticket_epoch", "epochs", "seconds"]))
         return summary
 
     def summary(self) -> list[dict]:
@@ -419,6 +422,8 @@ class IMPEngine:
             "ticket_epoch": progress.ticket_epoch, "epochs": len(result["train_ta"]),
             "stopped_early": progress.stopped, "seconds": round(progress.seconds, 1),
         }
+        if self.config.ticket == "best_val":  # the names summary.json has always used for these
+            record.update(best_val_acc=record["val_acc"], best_epoch=record["ticket_epoch"])
         if self.is_main:
             self.layout.close_round(progress, model, record)
         test = "-" if record["test_acc"] is None else f"{record['test_acc']:.2f}"

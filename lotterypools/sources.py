@@ -19,7 +19,7 @@ from .loaders import IndexedDataset, SplitAsPIL, DataLoaderSource, original_tran
 from .training import EpochStats, evaluate
 
 
-class _SubsetIndices:
+class SubsetIndices:
     """Batches of a subset whose third item (positions in the subset) is mapped to positions in the split."""
 
     def __init__(self, source, subset: torch.Tensor | None):
@@ -70,7 +70,7 @@ class SplitTrainData:
                                  seed=seed, with_indices=with_indices)
         if not with_indices:
             return source
-        return _SubsetIndices(source, None if subset is None else torch.as_tensor(subset, dtype=torch.long))
+        return SubsetIndices(source, None if subset is None else torch.as_tensor(subset, dtype=torch.long))
 
 
 class SplitEvaluator:
