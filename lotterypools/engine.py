@@ -21,7 +21,9 @@ Two layers:
   change the result is refused (:func:`check_settings`).
 
 How PrAC plugs in (no new loop): subclass :class:`RoundPolicy`.
-  * ``plan(round_index, engine)`` returns a :class:`RoundPlan` with ``subset`` (training-split indices of
+  * ``plan(round_index, engine)`` is asked once per round, after the round's mask is in place
+    (``engine.model`` is the round's starting model; on resume, after ``load_state_dict``, with the resumed
+    model). It returns a :class:`RoundPlan` with ``subset`` (training-split indices of
     the round), ``with_indices=True`` (batches carry indices), the scaled ``epochs``/``milestones``/
     ``warmup``, ``start_epoch=0`` (a fresh optimiser and no schedule rewinding) and ``hooks``: a
     ``CorrectnessRecorder`` and an early-stop hook whose ``end_of_epoch`` returns True once the mask
@@ -35,7 +37,9 @@ How PrAC plugs in (no new loop): subclass :class:`RoundPolicy`.
   * ``state_dict()`` returns the extra checkpoint keys (``sequence``, ``remain_para``, ``distance_queue``,
     ``last_mask``, ``start_record``, ``prediction``); the engine stores them at the top level of every
     epoch's round checkpoint and gives them back to ``load_state_dict(state)`` on resume *before* asking
-    ``plan`` again, so a resumed round gets back its subset and scaled epoch count.
+    ``plan`` again, so a resumed round gets back its subset and scaled epoch count. Hooks' state that must
+    survive a kill (the correctness columns of the epochs already trained: ``prediction``; the distance
+    queue) goes there too, and ``plan`` must hand back hooks that carry the restored state.
   * ``start_weights(round_index, engine)`` may return other start weights (default: init / rewind).
 
 How FreeTickets plugs in: call :func:`fit` directly (no rounds). Build the model and SGD, and an lr
@@ -259,6 +263,7 @@ class IMPEngine:
         self.log = log if self.is_main else (lambda message: None)
         self.progress = progress and self.is_main
         self._rewind_cache: Weights | None = None
+        self.model: nn.Module | None = None  # the current round's model, for the policy
 
     @property
     def save_dir(self) -> Path:
@@ -288,22 +293,25 @@ class IMPEngine:
         if self.is_main:
             check_settings(self.layout.settings_path, cfg, write=True)
         if progress is None:
-            model, progress = self._first_round()
-        round_index = progress.round
+            model = self._first_round()
+            plan = self._plan(0, model)
+            progress = self._start_round(model, 0, plan)
+        else:
+            plan = self._plan(progress.round, model)
         while True:
-            plan = self.policy.plan(round_index, self)
-            if not (progress.stopped or progress.next_epoch >= plan.epochs):
+            round_index = progress.round
+            trained = not (progress.stopped or progress.next_epoch >= plan.epochs)
+            if trained:
                 self._train_round(model, progress, plan)
-            if not self.layout.round_closed(round_index):
+            if trained or not self.layout.round_closed(round_index):
                 self._close_round(model, progress, plan)
             self.policy.end_of_round(round_index, model, self)
             self._barrier()
             if round_index + 1 >= cfg.pruning_times:
                 break
-            round_index += 1
-            model = self._next_ticket(model, round_index)
-            progress = RoundProgress(round_index, self.policy.plan(round_index, self).start_epoch, empty_result())
-            self._start_round(model, progress)
+            model = self._next_ticket(model, round_index + 1)
+            plan = self._plan(round_index + 1, model)
+            progress = self._start_round(model, round_index + 1, plan)
         summary = self.summary()
         best = cfg.ticket == "best_val"
         self.log(format_table(summary, ["round", "density", "best_val_acc" if best else "val_acc", "test_acc",
@@ -324,7 +332,7 @@ class IMPEngine:
         model = self.model_factory().to(self.device)
         return prepare_model(model, self.config.channels_last, self.config.compile)
 
-    def _first_round(self) -> tuple[nn.Module, RoundProgress]:
+    def _first_round(self) -> nn.Module:
         torch.manual_seed(self.config.seed)
         model = self.build_model()
         initial = self.initial_weights()
@@ -337,9 +345,7 @@ class IMPEngine:
         masks = self.initial_masks()
         if masks:
             apply_masks(model, masks)
-        progress = RoundProgress(0, 0, empty_result())
-        self._start_round(model, progress)
-        return model, progress
+        return model
 
     def initial_weights(self) -> Weights | None:
         """Round 0's start weights; ``None``: the seeded initialisation (retraining gives a checkpoint's)."""
@@ -349,10 +355,16 @@ class IMPEngine:
         """Round 0's masks; ``None``: dense (retraining trains a fixed subnetwork)."""
         return None
 
-    def _start_round(self, model: nn.Module, progress: RoundProgress) -> None:
+    def _plan(self, round_index: int, model: nn.Module) -> RoundPlan:
+        """The policy's plan, asked once per round with ``self.model`` the round's starting (or resumed) model."""
+        self.model = model
+        return self.policy.plan(round_index, self)
+
+    def _start_round(self, model: nn.Module, round_index: int, plan: RoundPlan) -> RoundProgress:
         if self.is_main:
-            self.layout.write_start(progress.round, progress.next_epoch, model)
+            self.layout.write_start(round_index, plan.start_epoch, model)
         self._barrier()
+        return RoundProgress(round_index, plan.start_epoch, empty_result())
 
     def _progress_to_continue(self, checkpoint: Path | None) -> RoundProgress | None:
         if checkpoint is not None:
