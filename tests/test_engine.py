@@ -14,7 +14,8 @@ from lotterypools.masks import density
 from lotterypools.openlth import OpenLTHLayout
 from lotterypools.sources import SplitEvaluator, SplitTrainData
 from lotterypools.training import CorrectnessRecorder, TrainingHook
-from helpers import CPU, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
+from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
+from test_cli_errors import user_error
 
 
 class Killed(Exception):
@@ -262,3 +263,30 @@ def test_config_defaults_are_the_cifar_scripts():
 
 def test_tiny_imp_run_is_the_engine(tmp_path):
     assert isinstance(tiny_imp_run(tmp_path / "run"), IMPEngine)
+
+
+def cli_run_flags(cli_run, **changes: str) -> list[str]:
+    """The flags that made the ``cli_run`` fixture's run, with ``changes`` (flag name -> value)."""
+    flags = {"data": str(cli_run.parent / "data"), "dataset": "fashionmnist", "arch": "conv2", "epochs": "2",
+             "pruning_times": "2", "prune_type": "rewind_lt", "rewind_epoch": "1", "batch_size": "32",
+             "decreasing_lr": "1", "device": "cpu", "seed": "3", "save_dir": str(cli_run)}
+    flags.update(changes)
+    return [item for name, value in flags.items() for item in (f"--{name}", value)] + ["--no_download"]
+
+
+def test_main_imp_resume_with_other_epochs_is_refused_and_changes_nothing(main_imp, capsys, cli_run):
+    before = folder_snapshot(cli_run)
+    err = user_error(main_imp, cli_run_flags(cli_run, epochs="3") + ["--resume"], capsys)
+    assert "other settings (epochs 2 -> 3)" in err
+    assert folder_snapshot(cli_run) == before
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("batch_size", "0", "--batch_size 0 must be at least 1"), ("lr", "-0.1", "--lr -0.1 must be positive"),
+    ("warmup", "-3", "--warmup -3 must be 0 or more"),
+])
+def test_main_imp_bad_training_flags_are_one_line_errors(main_imp, capsys, tmp_path, flag, value, message):
+    err = user_error(main_imp, ["--data", str(tmp_path / "nowhere"), "--dataset", "fashionmnist", "--arch", "conv2",
+                                  "--device", "cpu", "--save_dir", str(tmp_path / "run"), f"--{flag}", value], capsys)
+    assert message in err
+    assert not (tmp_path / "run").exists()
