@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 from .choices import PAPER_COEFFICIENTS, PAPER_VAL_SIZE, POOL_METHODS, SEVERITIES
 from .config import add_config_arguments, parse_epoch_list
 
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", default="../data", help="folder holding (or receiving) the data set (default ../data)")

@@ -43,11 +43,11 @@ def write_image_folder(root: Path, per_class_train: int = 10, per_class_val: int
     return root
 
 
-def write_tickets(root: Path, arch: str = TINY_ARCH, levels: int = 3, epoch: int = 4) -> Path:
+def write_tickets(root: Path, arch: str = TINY_ARCH, levels: int = 3, epoch: int = 4, classes: int = CLASSES) -> Path:
     """Tickets in OpenLTH's layout: seeded weights, magnitude masks of density 0.8^k over conv and fc."""
     for level in range(levels):
         torch.manual_seed(level)
-        model = build_imagenet_model(arch, CLASSES, 32)
+        model = build_imagenet_model(arch, classes, 32)
         names = prunable_names(model, include_linear=True)
         state = model.state_dict()
         total = sum(state[n].numel() for n in names)
@@ -121,7 +121,7 @@ def test_level_folder_errors(tmp_path):
     openlth.level_dir(root, 2).rmdir()
     (root / "level_2").rmdir()
     (root / "level_1").rename(root / "level_3")
-    with pytest.raises(UserError, match="no level_1 folder"):
+    with pytest.raises(UserError, match="has no ticket of round 1 .OpenLTH: level_1. but has round 3"):
         openlth.level_files(root)
 
 
