@@ -244,9 +244,9 @@ class Layout(Protocol):
     def describe_missing(self) -> str: ...
 
 
-def check_settings(path: Path, config: IMPConfig, write: bool = True) -> None:
+def check_settings(path: Path, config: IMPConfig, write: bool = True, compare: bool = True) -> None:
     """Refuse a run folder whose stored settings differ in what decides the result; store ours."""
-    saved = read_json(path)
+    saved = read_json(path) if compare else None
     if saved is not None:
         changed = changed_settings(saved, config)
         if changed:
@@ -290,27 +290,7 @@ class IMPEngine:
         if present (OpenLTH's rerun-to-continue). ``checkpoint`` continues from that round checkpoint.
         """
         cfg = self.config
-        holds = self.layout.holds_run()
-        if resume is False and holds:
-            raise UserError(f"{self.save_dir} already holds an IMP run; pass --resume to continue it or choose "
-                            f"another output folder")
-        progress = self._progress_to_continue(checkpoint) if (resume or (resume is None and holds)) else None
-        if resume and progress is None and not self.layout.settings_path.exists():
-            raise UserError(f"--resume: {self.layout.describe_missing()}; start without --resume")
-        check_settings(self.layout.settings_path, cfg, write=False)
-        self._barrier()
-        if progress is not None:
-            self.policy.load_state_dict(progress.extra)
-            model = self._model_from(progress)  # fails, changing nothing, when the weights do not fit
-            self.log(f"resuming round {progress.round} after epoch {progress.next_epoch}")
-        if self.is_main:
-            check_settings(self.layout.settings_path, cfg, write=True)
-        if progress is None:
-            model = self._first_round()
-            plan = self._plan(0, model)
-            progress = self._start_round(model, 0, plan)
-        else:
-            plan = self._plan(progress.round, model)
+        model, progress, plan = self._starting_point(resume, checkpoint)
         while True:
             round_index = progress.round
             trained = not (progress.stopped or progress.next_epoch >= plan.epochs)
@@ -330,6 +310,31 @@ class IMPEngine:
         self.log(format_table(summary, ["round", "density", "best_val_acc" if best else "val_acc", "test_acc",
                                         "best_epoch" if best else "ticket_epoch", "epochs", "seconds"]))
         return summary
+
+    def _starting_point(self, resume: bool | None,
+                        checkpoint: Path | None) -> tuple[nn.Module, RoundProgress, RoundPlan]:
+        """The model, progress and plan to continue from (the resume rule), or round 0's; settings checked first."""
+        holds = self.layout.holds_run()
+        if resume is False and holds:
+            raise UserError(f"{self.save_dir} already holds an IMP run; pass --resume to continue it or choose "
+                            f"another output folder")
+        progress = self._progress_to_continue(checkpoint) if (resume or (resume is None and holds)) else None
+        if resume and progress is None and not self.layout.settings_path.exists():
+            raise UserError(f"--resume: {self.layout.describe_missing()}; start without --resume")
+        if progress is not None or resume:
+            check_settings(self.layout.settings_path, self.config, write=False)
+        self._barrier()
+        if progress is not None:
+            self.policy.load_state_dict(progress.extra)
+            model = self._model_from(progress)  # fails, changing nothing, when the weights do not fit
+            self.log(f"resuming round {progress.round} after epoch {progress.next_epoch}")
+        if self.is_main:
+            check_settings(self.layout.settings_path, self.config, write=True, compare=False)
+        if progress is not None:
+            return model, progress, self._plan(progress.round, model)
+        model = self._first_round()
+        plan = self._plan(0, model)
+        return model, self._start_round(model, 0, plan), plan
 
     def summary(self) -> list[dict]:
         """The finished rounds' records."""
