@@ -63,3 +63,12 @@ def test_the_config_module_imports_no_torch():
     code = "import sys, lotterypools.config; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0
+
+
+def test_each_scripts_parser_gives_its_documented_defaults():
+    from lotterypools.commands import imagenet_imp, main_imp
+
+    assert config_from_args(main_imp.build_parser().parse_args([])) == IMPConfig()
+    args = imagenet_imp.build_parser().parse_args(["data", "--save_dir", "run"])
+    config = config_from_args(args, defaults=OPENLTH_IMAGENET_DEFAULTS, pruning_times=args.levels + 1)
+    assert config == IMPConfig(**OPENLTH_IMAGENET_DEFAULTS)
