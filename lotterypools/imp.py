@@ -17,13 +17,13 @@ from torch import nn
 
 from . import paths
 from .checkpoints import atomic_save, load_file, load_pruned_state, split_pruned_state
-from .data import BatchSource, DataSplits, resident_split
+from .data import BatchSource, DataSplits, Split, resident_split
 from .device import derived_seed
 from .errors import UserError
 from .loaders import LOADERS, DataLoaderSource, pil_source
 from .masks import apply_masks, density, masks_of, prune_globally, refresh_masked_weights, remove_masks
 from .results import format_table, plot_training_curve, read_json, write_json
-from .training import build_optimizer, build_scheduler, evaluate, prepare_model, train_one_epoch
+from .training import TrainingHook, build_optimizer, build_scheduler, evaluate, prepare_model, train_one_epoch
 from .results import log
 
 PRUNE_TYPES = ("lt", "pt", "rewind_lt")
@@ -88,6 +88,23 @@ class RoundState:
     seconds: float = 0.0
     optimizer: dict | None = None
     scheduler: dict | None = None
+    iterations: int = 0
+    stopped: bool = False
+
+
+@dataclass
+class RoundPlan:
+    """How one round trains: on which training samples, for how many epochs, on which schedule.
+
+    ``subset`` holds indices into the training split (``None``: all of it); epochs and milestones count
+    from 0, and training starts at ``first_epoch`` with the schedule stepped there.
+    """
+
+    subset: torch.Tensor | None
+    epochs: int
+    milestones: list[int]
+    warmup: int
+    first_epoch: int
 
 
 def empty_result() -> dict[str, list[float]]:
@@ -105,19 +122,42 @@ class IMPRun:
         self.config, self.model_factory, self.data, self.device = config, model_factory, data, device
         self.save_dir = Path(save_dir)
         self.log, self.progress = log, progress
-        self.train_source = self._train_source()
+        self.train_source = self._train_source(None)
         self.val_source = BatchSource(resident_split(data.val, device), 500, device)
         self.test_source = BatchSource(resident_split(data.test, device), 500, device)
         self._rewind_cache: dict[str, torch.Tensor] | None = None
 
-    def _train_source(self) -> BatchSource | DataLoaderSource:
-        """Device-resident uint8 batches (augmented on the device), or the DataLoader over PIL images."""
+    def _train_source(self, subset: torch.Tensor | None) -> BatchSource | DataLoaderSource:
+        """Device-resident uint8 batches (augmented on the device; with positions in ``subset``), or the
+        DataLoader over PIL images."""
         cfg, data = self.config, self.data
+        train = data.train if subset is None else Split(data.train.images[subset], data.train.labels[subset])
         if cfg.loader == "dataloader":
-            return pil_source(data.train, data.spec, cfg.batch_size, self.device, augment=True, shuffle=True,
+            return pil_source(train, data.spec, cfg.batch_size, self.device, augment=True, shuffle=True,
                               workers=cfg.workers)
-        return BatchSource(resident_split(data.train, self.device), cfg.batch_size, self.device, data.spec,
-                           shuffle=True, augment=True)
+        return BatchSource(resident_split(train, self.device), cfg.batch_size, self.device, data.spec,
+                           shuffle=True, augment=True, with_indices=True)
+
+    # ---------------------------------------------------------------- extension points (PrAC overrides them)
+    def round_plan(self, round_index: int) -> RoundPlan:
+        """The round's training set and schedule: IMP trains every round on the whole split."""
+        cfg = self.config
+        return RoundPlan(None, cfg.epochs, list(cfg.milestones), cfg.warmup, self._first_epoch(round_index))
+
+    def round_hooks(self, model: nn.Module, state: RoundState) -> list[TrainingHook]:
+        """Training hooks of the round (``model`` as it starts or resumes it); an ``end_of_epoch`` returning
+        True ends the round early."""
+        return []
+
+    def extra_checkpoint(self, state: RoundState) -> dict:
+        """Keys added to every checkpoint of the round (beside the original's)."""
+        return {}
+
+    def restore_extra(self, saved: dict) -> None:
+        """Read back what :meth:`extra_checkpoint` wrote, when resuming."""
+
+    def prepare_next_round(self, model: nn.Module, state: RoundState) -> None:
+        """Called after a round's files are written, before pruning for the next round."""
 
     def _build_model(self) -> nn.Module:
         model = self.model_factory().to(self.device)
@@ -137,8 +177,9 @@ class IMPRun:
             self._finish_round(model, state)
             if state.round + 1 >= self.config.pruning_times:
                 break
+            self.prepare_next_round(model, state)
             model = self._next_ticket(model, state.round)
-            state = RoundState(state.round + 1, self._first_epoch(state.round + 1), empty_result())
+            state = RoundState(state.round + 1, self.round_plan(state.round + 1).first_epoch, empty_result())
         summary = self.summary()
         self.log(format_table(summary, ["round", "density", "best_val_acc", "test_acc", "best_epoch", "epochs", "seconds"]))
         return summary
@@ -164,7 +205,9 @@ class IMPRun:
         load_pruned_state(model, saved["state_dict"], path, f"--arch {self.config.arch} on {self.config.dataset}")
         state = RoundState(int(saved["state"]), int(saved["epoch"]), saved["result"], float(saved["best_sa"]),
                            int(saved.get("best_epoch", -1)), float(saved.get("seconds", 0.0)),
-                           saved.get("optimizer"), saved.get("scheduler"))
+                           saved.get("optimizer"), saved.get("scheduler"), int(saved.get("iterations", 0)),
+                           bool(saved.get("stopped", False)))
+        self.restore_extra(saved)
         self.log(f"resuming round {state.round} after epoch {state.next_epoch} from {path}")
         return model, state
 
@@ -180,9 +223,9 @@ class IMPRun:
     # ---------------------------------------------------------------- one round
     def _optimizer_and_scheduler(self, model: nn.Module, state: RoundState):
         """SGD and its schedule at ``state.next_epoch``: restored when resuming, else stepped there (rewinding)."""
-        cfg = self.config
+        cfg, plan = self.config, self.round_plan(state.round)
         optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-        scheduler = build_scheduler(optimizer, cfg.milestones, cfg.warmup)
+        scheduler = build_scheduler(optimizer, plan.milestones, plan.warmup)
         if state.optimizer is not None:
             optimizer.load_state_dict(state.optimizer)
             scheduler.load_state_dict(state.scheduler)
@@ -191,15 +234,20 @@ class IMPRun:
         return optimizer, scheduler
 
     def _train_round(self, model: nn.Module, state: RoundState) -> tuple[nn.Module, RoundState]:
-        cfg = self.config
+        cfg, plan = self.config, self.round_plan(state.round)
         optimizer, scheduler = self._optimizer_and_scheduler(model, state)
         mask_density = density(masks_of(model))
-        for epoch in range(state.next_epoch, cfg.epochs):
+        train_source = self.train_source if plan.subset is None else self._train_source(plan.subset)
+        hooks = self.round_hooks(model, state)
+        for epoch in range(state.next_epoch, plan.epochs):
+            if state.stopped:
+                break
             started = time.time()
             lr = optimizer.param_groups[0]["lr"]
-            source = self.train_source.with_seed(derived_seed(cfg.seed, state.round, epoch))
-            desc = f"round {state.round} epoch {epoch + 1}/{cfg.epochs}" if self.progress else None
-            train = train_one_epoch(model, source, optimizer, self.device, cfg.amp, desc, len(source))
+            source = train_source.with_seed(derived_seed(cfg.seed, state.round, epoch))
+            desc = f"round {state.round} epoch {epoch + 1}/{plan.epochs}" if self.progress else None
+            train = train_one_epoch(model, source, optimizer, self.device, cfg.amp, desc, len(source), hooks=hooks,
+                                    epoch=epoch, first_step=state.iterations)
             scheduler.step()
             val = evaluate(model, self.val_source, self.device, cfg.amp)
             test = evaluate(model, self.test_source, self.device, cfg.amp)
@@ -207,19 +255,23 @@ class IMPRun:
                                ("train_loss", train.loss), ("val_loss", val.loss), ("test_loss", test.loss)):
                 state.result[key].append(value)
             state.next_epoch = epoch + 1
+            state.iterations += len(source)
             state.seconds += time.time() - started
             if state.round == 0 and epoch + 1 == cfg.rewind_point:
                 atomic_save(model.state_dict(), paths.rewind_weights(self.save_dir, cfg.rewind_point))
             improved = val.accuracy > state.best_val
             if improved:
                 state.best_val, state.best_epoch = val.accuracy, epoch + 1
+            stats = {"train_acc": train.accuracy, "train_loss": train.loss, "val_acc": val.accuracy, "test_acc": test.accuracy}
+            # every hook sees the epoch (no short-circuit); the stop is saved so that --resume ends the round too
+            state.stopped = any([hook.end_of_epoch(epoch, model, stats) for hook in hooks])
             checkpoint = self._checkpoint(model, state, optimizer, scheduler)  # one snapshot serves both files
             if improved:
                 atomic_save(checkpoint, paths.round_best(self.save_dir, state.round))
             atomic_save(checkpoint, paths.round_checkpoint(self.save_dir, state.round))
-            self.log(f"round {state.round} epoch {epoch + 1}/{cfg.epochs}  loss {train.loss:.4f}  train {train.accuracy:.2f}  "
+            self.log(f"round {state.round} epoch {epoch + 1}/{plan.epochs}  loss {train.loss:.4f}  train {train.accuracy:.2f}  "
                      f"val {val.accuracy:.2f}  test {test.accuracy:.2f}  lr {lr:.4g}  density {100 * mask_density:.2f}%  "
-                     f"{time.time() - started:.1f}s")
+                     f"{time.time() - started:.1f}s" + ("  (early stop)" if state.stopped else ""))
         return model, state
 
     def _checkpoint(self, model: nn.Module, state: RoundState, optimizer, scheduler) -> dict:
@@ -231,18 +283,22 @@ class IMPRun:
             "init_weight": self._rewind_weights(),
             "best_epoch": state.best_epoch, "seconds": state.seconds, "arch": self.config.arch,
             "dataset": self.config.dataset, "config": asdict(self.config),
+            "iterations": state.iterations, "stopped": state.stopped, **self.extra_checkpoint(state),
         }
 
     def _finish_round(self, model: nn.Module, state: RoundState) -> None:
-        best = state.best_epoch - 1 - self._first_epoch(state.round)
+        plan = self.round_plan(state.round)
+        best = state.best_epoch - 1 - plan.first_epoch
         record = {
             "round": state.round, "density": density(masks_of(model)), "best_val_acc": state.best_val,
             "test_acc": state.result["test_ta"][best] if 0 <= best < len(state.result["test_ta"]) else None,
             "best_epoch": state.best_epoch, "epochs": len(state.result["train_ta"]), "seconds": round(state.seconds, 1),
+            "train_images": len(self.data.train) if plan.subset is None else int(plan.subset.numel()),
+            "iterations": state.iterations,
         }
         records = [r for r in self.summary() if r["round"] != state.round] + [record]
         write_json(paths.summary(self.save_dir), sorted(records, key=lambda r: r["round"]))
-        plot_training_curve(state.result, self._first_epoch(state.round),
+        plot_training_curve(state.result, plan.first_epoch,
                             f"{self.config.arch} round {state.round} (density {100 * record['density']:.2f}%)",
                             paths.training_curve(self.save_dir, state.round))
         self.log(f"round {state.round} done: density {100 * record['density']:.2f}%  best val {state.best_val:.2f} "
