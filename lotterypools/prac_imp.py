@@ -1,4 +1,4 @@
-"""PrAC IMP: the IMP workflow of :mod:`lotterypools.imp` with PrAC's round policy plugged into its extension points.
+"""PrAC IMP: the training engine's IMP rounds (:mod:`lotterypools.engine`) with PrAC's round policy.
 
 Round 0 trains the dense network on the first set (the whole training split, or the start of
 ``--split_file``). Every round records per-sample correctness (a :class:`CorrectnessRecorder` hook) and
@@ -15,22 +15,22 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from . import paths
-from .checkpoints import load_file, load_pruned_state
 from .data import BatchSource, DataSplits
+from .engine import IMPEngine, RoundPlan, RoundPolicy
 from .errors import UserError
-from .imp import IMPConfig, IMPRun, RoundPlan, RoundState
+from .imp import IMPConfig, IMPRun
 from .prac import (MaskDistanceStop, critical_for_pruning, critical_for_training, forgetting_counts, next_subset,
                    remaining_weights, scaled_schedule, validate_prac_settings)
 from .results import read_json, write_json
-from .training import CorrectnessRecorder, TrainingHook
+from .training import CorrectnessRecorder
 
 PRAC_PRUNE_TYPES = ("lt", "rewind_lt")
+PRAC_KEYS = ("sequence", "prediction", "remain_para", "distance_queue", "last_mask", "start_record")
 
 
 @dataclass
@@ -48,7 +48,7 @@ class PrACSettings:
 
 
 def sets_file(save_dir: Path) -> Path:
-    """Per-round sizes of the PrAC sets (trained set, CET, CEP, next set)."""
+    """Per-round sizes of the PrAC sets and the training they cost (``prac_sets.json``)."""
     return Path(save_dir) / "prac_sets.json"
 
 
@@ -63,94 +63,105 @@ class RoundStop(MaskDistanceStop):
         return super().end_of_epoch(epoch, model, stats) and epoch + 1 >= self.min_epochs
 
 
+class PrACPolicy(RoundPolicy):
+    """PrAC's rounds: which samples, how many epochs, the hooks, the extra checkpoint keys, the next set."""
+
+    def __init__(self, settings: PrACSettings, data: DataSplits, first_subset: torch.Tensor | None = None):
+        settings.validate()
+        self.settings, self.data, self.train_number = settings, data, len(data.train)
+        first = torch.arange(self.train_number) if first_subset is None else torch.as_tensor(first_subset, dtype=torch.long)
+        self.subsets: dict[int, torch.Tensor] = {0: first}
+        self.round = 0
+        self.recorder: CorrectnessRecorder | None = None
+        self.stop: RoundStop | None = None
+        self._restored: dict[str, Any] | None = None  # the checkpoint being resumed
+
+    # ---------------------------------------------------------------- a round's plan
+    def plan(self, round_index: int, engine: IMPEngine) -> RoundPlan:
+        """Round 0: the configured schedule; later rounds: scaled by the set's share. Always from epoch 0."""
+        cfg, subset = engine.config, self.subsets[round_index]
+        if round_index == 0:
+            epochs, milestones, warmup = cfg.epochs, list(cfg.milestones), cfg.warmup
+        else:
+            schedule = scaled_schedule(cfg.epochs, cfg.milestones, cfg.warmup, subset.numel(), self.train_number)
+            epochs, milestones, warmup = schedule.epochs, schedule.milestones, schedule.warmup
+        self.round = round_index
+        self.recorder = CorrectnessRecorder(self.train_number)  # batch indices are positions in the whole split
+        min_epochs = cfg.rewind_point if round_index == 0 else 0  # never stop before the rewind weights exist
+        self.stop = RoundStop(self.settings.eb_eps, self.settings.queue_length, remaining_weights(engine.model),
+                              cfg.rate, warmup, min_epochs=min_epochs)
+        if self._restored is not None and int(self._restored["state"]) == round_index:
+            self.recorder.columns = list(torch.as_tensor(self._restored["prediction"]).unbind(1))
+            self.stop.load_state(self._restored)
+        self._restored = None
+        return RoundPlan(epochs=epochs, milestones=milestones, warmup=warmup, start_epoch=0, subset=subset,
+                         with_indices=True, hooks=[self.recorder, self.stop])
+
+    # ---------------------------------------------------------------- checkpoint keys
+    def state_dict(self) -> dict[str, Any]:
+        table = self.recorder.table if self.recorder is not None else torch.empty((self.train_number, 0), dtype=torch.int8)
+        stop = self.stop.state() if self.stop is not None else {}
+        return {"sequence": self.subsets[self.round].clone(), "prediction": table, **stop, "prac": asdict(self.settings)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = [key for key in PRAC_KEYS if key not in state]
+        if missing:
+            raise UserError(f"the checkpoint holds no PrAC keys ({', '.join(missing)}): it is not a main_PrAC_imp.py "
+                            f"checkpoint; resume it with main_imp.py")
+        saved = state.get("prac")
+        if isinstance(saved, dict) and saved != asdict(self.settings):
+            changed = [f"{k} {saved.get(k)} -> {v}" for k, v in asdict(self.settings).items() if saved.get(k) != v]
+            raise UserError(f"the run was started with other PrAC settings ({'; '.join(changed)}): rerun with the same "
+                            f"settings to continue it, or choose another --save_dir")
+        self.subsets[int(state["state"])] = torch.as_tensor(state["sequence"], dtype=torch.long)
+        self._restored = state
+
+    # ---------------------------------------------------------------- the next set
+    def end_of_round(self, round_index: int, model: nn.Module, engine: IMPEngine) -> None:
+        """CET of this round ∪ CEP (from round 1 on) becomes the next round's set; an empty set stops the run."""
+        s, cfg = self.settings, engine.config
+        trained = int(self.subsets[round_index].numel())
+        epochs = next((r["epochs"] for r in engine.summary() if r["round"] == round_index), len(self.recorder.columns))
+        record: dict[str, Any] = {"round": round_index, "trained": trained, "epochs": epochs,
+                                  "iterations": epochs * -(-trained // cfg.batch_size), "cet": None, "cep": None, "next": None}
+        last = round_index + 1 >= cfg.pruning_times  # the original computes the last round's set and discards it
+        if not last:
+            counts = forgetting_counts(self.recorder.table)
+            cet = critical_for_training(counts, s.data_prune, s.threshold, s.data_rate, round_index, self.train_number)
+            cep = self._disagreement(round_index, engine) if round_index >= 1 else None
+            subset = next_subset(cet, cep)
+            record.update(cet=int(cet.numel()), cep=None if cep is None else int(cep.numel()), next=int(subset.numel()))
+        if engine.is_main:
+            records = [r for r in read_json(sets_file(engine.save_dir), default=[]) if r["round"] != round_index]
+            write_json(sets_file(engine.save_dir), sorted(records + [record], key=lambda r: r["round"]))
+        if last:
+            return
+        engine.log(f"PrAC set for round {round_index + 1}: {record['next']} images (CET {record['cet']}, CEP {record['cep']})")
+        if subset.numel() == 0:
+            raise UserError(f"round {round_index} selected no training images for round {round_index + 1} (no sample "
+                            f"was forgotten more than --threshold {s.threshold} times, none never learned, no "
+                            f"disagreement): PrAC stops here, rounds 0-{round_index} are kept in {engine.save_dir}; "
+                            f"lower --threshold or use main_imp.py to go on with the whole split")
+        self.subsets[round_index + 1] = subset
+
+    def _disagreement(self, round_index: int, engine: IMPEngine) -> torch.Tensor:
+        """CEP: training samples where the best dense (round 0) and the best round-k networks predict differently."""
+        networks = []
+        for index in (0, round_index):
+            network = engine.model_factory().to(engine.device)
+            network.load_state_dict(engine.layout.read_ticket(index))
+            networks.append(network)
+        batches = BatchSource(self.data.train, 500, engine.device)  # un-augmented, in order: positions are indices
+        return critical_for_pruning(networks[0], networks[1], batches, engine.device)
+
+
 class PrACRun(IMPRun):
-    """An IMP run whose rounds train on PrAC sets; ``run()`` and ``--resume`` as :class:`IMPRun`."""
+    """An IMP run (original layout) whose rounds follow :class:`PrACPolicy`; ``run()`` and ``--resume`` as IMP's."""
 
     def __init__(self, config: IMPConfig, model_factory: Callable[[], nn.Module], data: DataSplits,
                  device: torch.device, save_dir: Path, settings: PrACSettings,
                  first_subset: torch.Tensor | None = None, **kwargs):
-        settings.validate()
         if config.prune_type not in PRAC_PRUNE_TYPES:
             raise UserError(f"--prune_type {config.prune_type} is not a PrAC type: choose lt or rewind_lt")
-        if config.loader != "resident":
-            raise UserError("PrAC records per-sample correctness, which needs the default --loader resident")
-        super().__init__(config, model_factory, data, device, save_dir, **kwargs)
-        self.settings = settings
-        self.train_number = len(data.train)
-        first = torch.arange(self.train_number) if first_subset is None else torch.as_tensor(first_subset, dtype=torch.long)
-        self.subsets: dict[int, torch.Tensor] = {0: first}
-        self.recorder: CorrectnessRecorder | None = None
-        self.stop: RoundStop | None = None
-        self._saved: dict | None = None  # the PrAC keys of the checkpoint being resumed
-
-    # ---------------------------------------------------------------- the plan of a round
-    def round_plan(self, round_index: int) -> RoundPlan:
-        """Round 0: the configured schedule; later rounds: scaled by the set's share. Always from epoch 0."""
-        cfg, subset = self.config, self.subsets[round_index]
-        if round_index == 0:
-            return RoundPlan(subset, cfg.epochs, list(cfg.milestones), cfg.warmup, 0)
-        schedule = scaled_schedule(cfg.epochs, cfg.milestones, cfg.warmup, subset.numel(), self.train_number)
-        return RoundPlan(subset, schedule.epochs, schedule.milestones, schedule.warmup, 0)
-
-    def round_hooks(self, model: nn.Module, state: RoundState) -> list[TrainingHook]:
-        plan = self.round_plan(state.round)
-        self.recorder = CorrectnessRecorder(plan.subset.numel())
-        min_epochs = self.config.rewind_point if state.round == 0 else 0  # never stop before the rewind weights exist
-        self.stop = RoundStop(self.settings.eb_eps, self.settings.queue_length, remaining_weights(model),
-                              self.config.rate, plan.warmup, min_epochs=min_epochs)
-        if self._saved is not None and int(self._saved["state"]) == state.round:
-            table = torch.as_tensor(self._saved["prediction"])
-            self.recorder.columns = list(table[plan.subset].unbind(1))
-            self.stop.load_state(self._saved)
-        self._saved = None
-        return [self.recorder, self.stop]
-
-    # ---------------------------------------------------------------- checkpoints
-    def prediction_table(self, round_index: int) -> torch.Tensor:
-        """The round's correctness table over the whole training split (-1 outside the round's set)."""
-        subset, columns = self.subsets[round_index], self.recorder.table
-        table = torch.full((self.train_number, columns.shape[1]), -1, dtype=torch.int8)
-        table[subset] = columns
-        return table
-
-    def extra_checkpoint(self, state: RoundState) -> dict:
-        return {"sequence": self.subsets[state.round].clone(), "prediction": self.prediction_table(state.round),
-                **self.stop.state(), "prac": asdict(self.settings)}
-
-    def restore_extra(self, saved: dict) -> None:
-        missing = [key for key in ("sequence", "prediction", "remain_para", "distance_queue", "start_record") if key not in saved]
-        if missing:
-            raise UserError(f"the checkpoint holds no PrAC keys ({', '.join(missing)}): it is not a main_PrAC_imp.py "
-                            f"checkpoint; resume it with main_imp.py")
-        self.subsets[int(saved["state"])] = torch.as_tensor(saved["sequence"], dtype=torch.long)
-        self._saved = saved
-
-    # ---------------------------------------------------------------- the next set
-    def prepare_next_round(self, model: nn.Module, state: RoundState) -> None:
-        """CET of this round ∪ CEP (from round 1 on) becomes the next round's set; an empty set stops the run."""
-        s = self.settings
-        counts = forgetting_counts(self.prediction_table(state.round))
-        cet = critical_for_training(counts, s.data_prune, s.threshold, s.data_rate, state.round, self.train_number)
-        cep = self._disagreement(state.round) if state.round >= 1 else None
-        subset = next_subset(cet, cep)
-        record = {"round": state.round, "trained": int(self.subsets[state.round].numel()), "cet": int(cet.numel()),
-                  "cep": None if cep is None else int(cep.numel()), "next": int(subset.numel())}
-        records = [r for r in read_json(sets_file(self.save_dir), default=[]) if r["round"] != state.round] + [record]
-        write_json(sets_file(self.save_dir), sorted(records, key=lambda r: r["round"]))
-        self.log(f"PrAC set for round {state.round + 1}: {record['next']} images (CET {record['cet']}, CEP {record['cep']})")
-        if subset.numel() == 0:
-            raise UserError(f"round {state.round} selected no training images for round {state.round + 1} (no sample was "
-                            f"forgotten more than --threshold {s.threshold} times, none never learned, no disagreement): "
-                            f"PrAC stops here, rounds 0-{state.round} are kept in {self.save_dir}; lower --threshold or "
-                            f"use main_imp.py to go on with the whole split")
-        self.subsets[state.round + 1] = subset
-
-    def _disagreement(self, round_index: int) -> torch.Tensor:
-        """CEP: training samples where the best dense (round 0) and the best round-k networks predict differently."""
-        batches = BatchSource(self.data.train, 500, self.device)
-        models = []
-        for path in (paths.round_best(self.save_dir, 0), paths.round_best(self.save_dir, round_index)):
-            model = self.model_factory().to(self.device)
-            load_pruned_state(model, load_file(path)["state_dict"], path, f"--arch {self.config.arch}")
-            models.append(model)
-        return critical_for_pruning(models[0], models[1], batches, self.device)
+        super().__init__(config, model_factory, data, device, save_dir,
+                         policy=PrACPolicy(settings, data, first_subset), **kwargs)

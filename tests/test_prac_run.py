@@ -50,24 +50,25 @@ def finished(tmp_path_factory):
 def test_three_rounds_train_on_fewer_images_for_scaled_epochs_at_densities_0_8_to_the_k(finished):
     summary = json.loads((finished / "summary.json").read_text())
     sets = json.loads(sets_file(finished).read_text())
-    assert [r["round"] for r in summary] == [0, 1, 2]
+    assert [r["round"] for r in summary] == [r["round"] for r in sets] == [0, 1, 2]
     assert [r["density"] for r in summary] == pytest.approx([1.0, 0.8, 0.64], abs=0.005)
-    assert summary[0]["train_images"] == 160
-    for record in summary[1:]:
-        assert 0 < record["train_images"] < 160
-        expected = max(1, 6 * record["train_images"] // 160)
+    assert sets[0]["trained"] == 160 and [r["epochs"] for r in sets] == [r["epochs"] for r in summary]
+    for record in sets[1:]:
+        assert 0 < record["trained"] < 160
+        expected = max(1, 6 * record["trained"] // 160)
         assert record["epochs"] <= expected                 # int(epochs * f), or fewer after an early stop
-        assert record["iterations"] <= expected * -(-record["train_images"] // 16)
-    assert [s["next"] for s in sets] == [r["train_images"] for r in summary[1:]]
+        assert record["iterations"] == record["epochs"] * -(-record["trained"] // 16)
+    assert [s["next"] for s in sets[:2]] == [s["trained"] for s in sets[1:]]
     assert sets[0]["cep"] is None and sets[1]["cep"] is not None  # CEP joins from round 1 on
     assert sets[1]["next"] <= sets[1]["cet"] + sets[1]["cep"]
+    assert sets[2]["next"] is None                          # the last round's set would train nothing
 
 
 def test_checkpoints_carry_the_original_prac_keys(finished):
     checkpoint = torch.load(finished / "1checkpoint.pth.tar", map_location="cpu", weights_only=True)
     assert all(key in checkpoint for key in PRAC_KEYS)
     summary = json.loads((finished / "summary.json").read_text())
-    assert checkpoint["sequence"].numel() == summary[1]["train_images"]
+    assert checkpoint["sequence"].numel() == json.loads(sets_file(finished).read_text())[1]["trained"]
     table = checkpoint["prediction"]
     assert table.shape == (160, summary[1]["epochs"])
     outside = torch.ones(160, dtype=torch.bool)
@@ -154,7 +155,8 @@ def prac_cli_run(tmp_path_factory):
 def test_prac_script_writes_three_rounds_of_shrinking_sets(prac_cli_run):
     summary = json.loads((prac_cli_run / "summary.json").read_text())
     assert [r["density"] for r in summary] == pytest.approx([1.0, 0.8, 0.64], abs=0.005)
-    assert summary[0]["train_images"] == 160 and all(r["train_images"] < 160 for r in summary[1:])
+    sets = json.loads(sets_file(prac_cli_run).read_text())
+    assert sets[0]["trained"] == 160 and all(r["trained"] < 160 for r in sets[1:])
     assert (prac_cli_run / "epoch_1_rewind_weight.pt").exists()  # --rewind_epoch 0: the weights after one epoch
 
 
