@@ -1,6 +1,6 @@
 """Find lottery tickets on the pruning-aware critical set (PrAC-LTH's main_PrAC_imp.py).
 
-The code is in lotterypools/commands/main_prac_imp.py; --help lists the flags.
+The code is in lotterypools/commands/main_prac_imp.py (installed as the console command `lotterypools-prac-imp`); --help lists the flags.
 """
 
 from lotterypools.commands.main_prac_imp import build_parser, main  # noqa: F401 (build_parser: for tools that read the flags)

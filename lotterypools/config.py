@@ -15,11 +15,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from .choices import LOADERS, PRUNE_TYPES
 from .errors import UserError
 
-PRUNE_TYPES = ("lt", "pt", "rewind_lt")
 TICKET_POLICIES = ("best_val", "last")
-LOADERS = ("resident", "dataloader")
 
 
 def setting(default: Any, help: str, *, flags: tuple[str, ...] = (), group: str = "training",

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .choices import SEVERITIES
 from .data import Split
 from .device import derived_seed
 from .errors import UserError
 
-SEVERITIES = (1, 2, 3, 4, 5)
 LABELS_FILE = "labels.npy"
 METADATA_FILE = "corruptions.json"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from lotterypools.imagefolder import held_out_indices, held_out_size, load_image
 from lotterypools.masks import density, magnitude_masks, prunable_names
 from lotterypools.models import build_imagenet_model
 from lotterypools.tickets import TicketStore
+
+from helpers import script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = ROOT / "ImageNet"
@@ -64,8 +65,8 @@ def free_port() -> int:
 
 
 def run_script(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], cwd=IMAGENET, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([sys.executable, *args], cwd=IMAGENET, capture_output=True, text=True, timeout=timeout,
+                          env=script_env())
 
 
 def pool_args(data: Path, tickets: Path, results: Path) -> list[str]:
@@ -243,11 +244,8 @@ def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(UserError, match="local rank 1 has no GPU of its own .1 visible.: lower --nproc_per_node to 1"):
         init_distributed("auto", local_rank=1)
-    sys.path.insert(0, str(IMAGENET))
-    try:
-        import multiproc
-    finally:
-        sys.path.remove(str(IMAGENET))
+    from lotterypools.commands import multiproc
+
     with pytest.raises(UserError, match="--nproc_per_node 2 is more than the 1 GPUs here"):
         multiproc.check_devices(2, ["--save_dir", "x"])
     multiproc.check_devices(2, ["--device", "cpu"])

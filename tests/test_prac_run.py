@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import load_script_main
-from helpers import CPU, IDX_STEMS, REPO, labelled_images, state_of, tiny_config, tiny_model_factory, tiny_splits, write_idx
+from helpers import (CPU, IDX_STEMS, REPO, labelled_images, script_env, state_of, tiny_config, tiny_model_factory,
+                     tiny_splits, write_idx)
 from lotterypools.data import DataSplits, Split
 from lotterypools.errors import UserError
 from lotterypools.imp import IMPRun
@@ -177,7 +178,7 @@ def test_main_train_and_lottery_pools_run_on_the_prac_folder(prac_cli_run, tmp_p
 
 
 def test_prac_readme_command_line_parses_and_bad_inputs_are_one_line_errors(tmp_path):
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    env = script_env()
     script = REPO / "CIFAR" / "main_PrAC_imp.py"
     readme = ["--data", str(tmp_path / "none"), "--dataset", "cifar10", "--arch", "res20s", "--split_file",
               "npy_files/cifar10-train-val.npy", "--batch_size", "128", "--lr", "0.1", "--pruning_times", "16",

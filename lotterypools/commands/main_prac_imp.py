@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..cli import training_parser
 from ..errors import UserError, cli_entry
+from ..files import check_writable_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,10 +64,10 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 @cli_entry
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_arguments(args)
-    from ..cli import imp_config, load_data, model_factory, setup_device
+    from ..cli_setup import imp_config, load_data, model_factory, setup_device
     from ..prac import read_split_file
     from ..prac_imp import PrACRun, PrACSettings
 
@@ -79,6 +80,7 @@ def main(argv=None) -> None:
                         rewind_epoch=rewind_point)
     settings = PrACSettings(args.eb_eps, args.queue_length, args.data_prune, args.threshold, args.data_rate)
     factory = model_factory(args)
+    check_writable_folder(save_dir, "--save_dir", create=False)
     device = setup_device(args)
     data = load_data(args)
     first = None
