@@ -93,6 +93,9 @@ def plot(table: list[dict], path: Path) -> None:
         if points:
             ax.plot(*zip(*points), style, label=label)
     ax.set_xscale("log")
+    densities = sorted({100 * r["imp_density"] for r in table if r["imp_density"]}, reverse=True)
+    ax.set_xticks(densities, [f"{d:.1f}" for d in densities])
+    ax.minorticks_off()
     ax.invert_xaxis()
     ax.set_xlabel("density (%)")
     ax.set_ylabel("test accuracy (%)")
