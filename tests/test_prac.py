@@ -174,3 +174,14 @@ def test_bad_prac_settings_are_one_line_errors(settings, message):
     with pytest.raises(UserError, match=message):
         validate_prac_settings(**values)
     validate_prac_settings(0.08, 5, 0, "zero_out", 0.2)
+
+
+def test_prac_architecture_names_are_aliases_of_ours():
+    from lotterypools.models import build_model
+
+    for alias, name in (("res20s", "resnet20s"), ("res56s", "resnet56s"), ("res18", "resnet18"), ("res50", "resnet50")):
+        torch.manual_seed(0)
+        first = build_model(alias, 10).state_dict()
+        torch.manual_seed(0)
+        second = build_model(name, 10).state_dict()
+        assert list(first) == list(second) and all(torch.equal(first[k], second[k]) for k in first)

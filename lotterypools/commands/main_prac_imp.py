@@ -22,7 +22,6 @@ from ..files import check_writable_folder
 
 def build_parser() -> argparse.ArgumentParser:
     parser = training_parser(__doc__)
-    parser.set_defaults(arch="res20s")
     parser.add_argument("--split_file", default=None,
                         help="the original's 1-D integer .npy array of training image indices; its first entries "
                              "(as many as the training split holds) are round 0's set (default: the fixed split of main_imp.py)")
