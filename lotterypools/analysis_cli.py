@@ -25,7 +25,7 @@ def _stores(args: argparse.Namespace):
     what = f"--arch {args.arch} on {args.dataset}"
     store = TicketStore(ticket_files(args.checkpoint), model.state_dict(), what)
     pooled_dir = getattr(args, "pooled", None)
-    pooled = TicketStore(ticket_files(pooled_dir), model.state_dict(), what) if pooled_dir else None
+    pooled = TicketStore(ticket_files(pooled_dir, allow_gaps=True), model.state_dict(), what) if pooled_dir else None
     return model, store, pooled, device
 
 

@@ -42,13 +42,18 @@ How PrAC plugs in (no new loop): subclass :class:`RoundPolicy`.
     queue) goes there too, and ``plan`` must hand back hooks that carry the restored state.
   * ``start_weights(round_index, engine)`` may return other start weights (default: init / rewind).
 
-How FreeTickets plugs in: call :func:`fit` directly (no rounds). Build the model and SGD, and an lr
-schedule per phase (any ``LRScheduler``; :func:`optimizer_at` restores it on resume); pass a hook whose
-``after_backward`` reads the dense gradients and, every K steps (``step.step`` counts from the start of
-the run), updates the masks in ``after_step``; write a checkpoint in ``on_epoch`` (use
-``checkpoints.atomic_save``) and, to resume, call :func:`fit` again with ``start_epoch`` after the last
-saved epoch. EDST's phases are consecutive :func:`fit` calls (or one call with a per-phase schedule)
-whose ``on_epoch`` saves a ticket at the end of each refine phase.
+How FreeTickets plugs in, either way without a new loop:
+  * One :class:`IMPEngine` round (``pruning_times=1``) whose policy's :class:`RoundPlan` has the run's
+    ``epochs``, an ``lr_factor(epoch)`` for the phases (EDST: exploration at the full lr, then each refine
+    phase decays and starts again) and ``hooks``: a mask-update hook whose ``after_backward`` reads the dense
+    gradients and whose ``after_step`` changes the masks (``module.weight_mask``) every K steps
+    (``step.step`` counts from the start of the run, across resumes), and an ``end_of_epoch`` hook that saves
+    a ticket at the end of each phase. Round 0's sparse start comes from ``IMPEngine.initial_masks``. The
+    engine then gives per-epoch checkpoints (masks included, as ``weight_mask`` buffers), resume and the
+    settings check; its ``state_dict`` keeps the mask-update state.
+  * Or :func:`fit` directly: build the model and SGD with :func:`optimizer_at` (any schedule, restored on
+    resume), pass the hooks, write a checkpoint in ``on_epoch`` (``checkpoints.atomic_save``) and, to resume,
+    call :func:`fit` again with ``start_epoch`` after the last saved epoch.
 """
 
 from __future__ import annotations
@@ -138,13 +143,19 @@ def fit(model: nn.Module, batches: Callable[[int], Batches], optimizer: torch.op
 
 
 def optimizer_at(model: nn.Module, lr: float, momentum: float, weight_decay: float, milestones: Sequence[int],
-                 warmup: int, epoch: int, saved_optimizer: dict | None = None, saved_scheduler: dict | None = None):
-    """SGD and its step schedule at ``epoch``: restored from saved states, else stepped ``epoch`` times.
+                 warmup: int, epoch: int, saved_optimizer: dict | None = None, saved_scheduler: dict | None = None,
+                 lr_factor: Callable[[int], float] | None = None):
+    """SGD and its schedule at ``epoch``: restored from saved states, else stepped ``epoch`` times.
 
-    Stepping rewinds the learning rate with the weights (IMP with rewinding); ``epoch`` 0 is a fresh start.
+    The schedule is step decay at ``milestones`` after ``warmup`` epochs, or, with ``lr_factor``, the
+    learning rate ``lr * lr_factor(epoch)`` (any per-epoch schedule: FreeTickets' phases). Stepping rewinds
+    the learning rate with the weights (IMP with rewinding); ``epoch`` 0 is a fresh start.
     """
     optimizer = build_optimizer(model, lr, momentum, weight_decay)
-    scheduler = build_scheduler(optimizer, milestones, warmup)
+    if lr_factor is not None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    else:
+        scheduler = build_scheduler(optimizer, milestones, warmup)
     if saved_optimizer is not None:
         optimizer.load_state_dict(saved_optimizer)
         if saved_scheduler is not None:
@@ -164,7 +175,8 @@ class RoundPlan:
 
     ``start_epoch`` is where training and the schedule begin (rewinding starts later than 0); ``epochs``
     is where the round ends; ``subset`` (training-split indices, or ``None`` for all) is what it trains on,
-    with batches carrying sample indices when ``with_indices``; ``hooks`` join the engine's own.
+    with batches carrying sample indices when ``with_indices``; ``hooks`` join the engine's own;
+    ``lr_factor(epoch)`` replaces the step schedule (``milestones``, ``warmup``) by any per-epoch factor.
     """
 
     epochs: int
@@ -174,6 +186,7 @@ class RoundPlan:
     subset: torch.Tensor | None = None
     with_indices: bool = False
     hooks: list[TrainingHook] = field(default_factory=list)
+    lr_factor: Callable[[int], float] | None = None
 
 
 class RoundPolicy:
@@ -231,9 +244,9 @@ class Layout(Protocol):
     def describe_missing(self) -> str: ...
 
 
-def check_settings(path: Path, config: IMPConfig, write: bool = True) -> None:
+def check_settings(path: Path, config: IMPConfig, write: bool = True, compare: bool = True) -> None:
     """Refuse a run folder whose stored settings differ in what decides the result; store ours."""
-    saved = read_json(path)
+    saved = read_json(path) if compare else None
     if saved is not None:
         changed = changed_settings(saved, config)
         if changed:
@@ -277,27 +290,7 @@ class IMPEngine:
         if present (OpenLTH's rerun-to-continue). ``checkpoint`` continues from that round checkpoint.
         """
         cfg = self.config
-        holds = self.layout.holds_run()
-        if resume is False and holds:
-            raise UserError(f"{self.save_dir} already holds an IMP run; pass --resume to continue it or choose "
-                            f"another output folder")
-        progress = self._progress_to_continue(checkpoint) if (resume or (resume is None and holds)) else None
-        if resume and progress is None and not self.layout.settings_path.exists():
-            raise UserError(f"--resume: {self.layout.describe_missing()}; start without --resume")
-        check_settings(self.layout.settings_path, cfg, write=False)
-        self._barrier()
-        if progress is not None:
-            self.policy.load_state_dict(progress.extra)
-            model = self._model_from(progress)  # fails, changing nothing, when the weights do not fit
-            self.log(f"resuming round {progress.round} after epoch {progress.next_epoch}")
-        if self.is_main:
-            check_settings(self.layout.settings_path, cfg, write=True)
-        if progress is None:
-            model = self._first_round()
-            plan = self._plan(0, model)
-            progress = self._start_round(model, 0, plan)
-        else:
-            plan = self._plan(progress.round, model)
+        model, progress, plan = self._starting_point(resume, checkpoint)
         while True:
             round_index = progress.round
             trained = not (progress.stopped or progress.next_epoch >= plan.epochs)
@@ -317,6 +310,31 @@ class IMPEngine:
         self.log(format_table(summary, ["round", "density", "best_val_acc" if best else "val_acc", "test_acc",
                                         "best_epoch" if best else "ticket_epoch", "epochs", "seconds"]))
         return summary
+
+    def _starting_point(self, resume: bool | None,
+                        checkpoint: Path | None) -> tuple[nn.Module, RoundProgress, RoundPlan]:
+        """The model, progress and plan to continue from (the resume rule), or round 0's; settings checked first."""
+        holds = self.layout.holds_run()
+        if resume is False and holds:
+            raise UserError(f"{self.save_dir} already holds an IMP run; pass --resume to continue it or choose "
+                            f"another output folder")
+        progress = self._progress_to_continue(checkpoint) if (resume or (resume is None and holds)) else None
+        if resume and progress is None and not self.layout.settings_path.exists():
+            raise UserError(f"--resume: {self.layout.describe_missing()}; start without --resume")
+        if progress is not None or resume:
+            check_settings(self.layout.settings_path, self.config, write=False)
+        self._barrier()
+        if progress is not None:
+            self.policy.load_state_dict(progress.extra)
+            model = self._model_from(progress)  # fails, changing nothing, when the weights do not fit
+            self.log(f"resuming round {progress.round} after epoch {progress.next_epoch}")
+        if self.is_main:
+            check_settings(self.layout.settings_path, self.config, write=True, compare=False)
+        if progress is not None:
+            return model, progress, self._plan(progress.round, model)
+        model = self._first_round()
+        plan = self._plan(0, model)
+        return model, self._start_round(model, 0, plan), plan
 
     def summary(self) -> list[dict]:
         """The finished rounds' records."""
@@ -382,7 +400,7 @@ class IMPEngine:
         """SGD and its schedule at ``progress.next_epoch``: restored when resuming, else stepped there (rewinding)."""
         cfg = self.config
         return optimizer_at(model, cfg.lr, cfg.momentum, cfg.weight_decay, plan.milestones, plan.warmup,
-                            progress.next_epoch, progress.optimizer, progress.scheduler)
+                            progress.next_epoch, progress.optimizer, progress.scheduler, plan.lr_factor)
 
     def _train_round(self, model: nn.Module, progress: RoundProgress, plan: RoundPlan) -> None:
         cfg = self.config

@@ -1,12 +1,20 @@
-"""Output folders checked before long work starts: a one-line error instead of a traceback hours later."""
+"""Output files and folders: folders checked before long work starts, files written atomically.
+
+``check_writable_folder`` gives a one-line error instead of a traceback hours later; ``atomic_output`` is the
+one way files are written (checkpoints, JSON/CSV, arrays): a temporary file beside the target, renamed over it
+when complete, removed on failure, and removed on the next write if a crash (or kill -9) left it behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import glob
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from .errors import UserError
 
@@ -67,3 +75,29 @@ def _check_writes(folder: Path, flag: str, subject: str, min_free_bytes: int) ->
 def _reason(error: OSError) -> str:
     """The operating system's reason without the repeated path (``Permission denied``, ``Read-only file system``)."""
     return error.strerror or os.strerror(error.errno or 0) or type(error).__name__
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary stream whose content replaces ``path`` only once the ``with`` block ends without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.<name>.*.tmp`` files beside ``path``: what an interrupted earlier write of ``path`` left behind."""
+    for stale in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)

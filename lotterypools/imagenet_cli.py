@@ -15,8 +15,6 @@ from .models import build_imagenet_model
 from .results import log
 
 
-
-
 def start_processes(args: argparse.Namespace) -> DistributedContext:
     """Join the process group (if launched with several processes) and seed this process."""
     context = init_distributed(args.device, args.local_rank)

@@ -18,8 +18,6 @@ from .training import evaluate
 Weights = dict[str, torch.Tensor]
 
 
-
-
 @dataclass
 class OODBenchmark:
     """The chosen corruptions and severities of one corrupted set."""

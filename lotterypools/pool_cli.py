@@ -18,8 +18,6 @@ from .tickets import TicketStore
 from .results import log
 
 
-
-
 def validate_pool_args(args: argparse.Namespace) -> None:
     check_pool_settings(args.search_num, args.interpolation_value_list, args.EMA_value)
 

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="recompute BN on this many fixed training batches (default 0: the full training split)")
     return parser
 
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)

@@ -20,11 +20,15 @@ from ..files import check_writable_folder
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_imagenet_arguments(parser, default_seed=17)
+    parser.add_argument("--ticket_dir", "--save_dir", dest="ticket_dir", required=True,
+                        help="input: the OpenLTH run folder holding level_<k>/main/ (--save_dir is the original's "
+                             "spelling)")
     add_pool_arguments(parser)
     parser.set_defaults(search_num=11)
     parser.add_argument("-b", "--batch_size", type=int, default=256,
-                        help="images per batch and process for BN recalibration and evaluation (default 256)")
-    parser.add_argument("--results_dir", default=None, help="where results go (default: the --save_dir folder)")
+                        help="images per batch for BN recalibration, whatever the number of processes (whole "
+                             "batches are dealt to them), and per evaluation batch (default 256)")
+    parser.add_argument("--results_dir", default=None, help="output: where results go (default: --ticket_dir)")
     return parser
 
 
@@ -37,7 +41,7 @@ def build_evaluator(args: argparse.Namespace, data, model, context):
     bn = batchnorm_loader(data.train_plain, args.batch_size, args.workers, device, args.seed, args.bn_batches, rank, world)
     val = evaluation_loader(data.val, args.batch_size, args.workers, device, rank, world)
     test = evaluation_loader(data.test, args.batch_size, args.workers, device, rank, world)
-    return ShardedPoolEvaluator(model, bn, val, test, context, amp=args.fp16)
+    return ShardedPoolEvaluator(model, bn, val, test, context, amp=args.amp)
 
 
 @cli_entry
@@ -54,10 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "ood_data", None):
         raise UserError("--ood_data (CIFAR-C layout) is supported by CIFAR/Lottery_pools.py only; "
                         "drop it from the ImageNet command")
-    files = level_files(args.save_dir)
-    results_dir = Path(args.results_dir or args.save_dir)
+    files = level_files(args.ticket_dir)
+    results_dir = Path(args.results_dir or args.ticket_dir)
     # every process checks, before any joins the group: a refusal on one rank must not leave the others waiting
-    flag = "--results_dir" if args.results_dir else "--save_dir (the results' default folder)"
+    flag = "--results_dir" if args.results_dir else "--ticket_dir (the results' default folder)"
     check_writable_folder(results_dir, flag, create=False)
     context = start_processes(args)
     data = load_imagefolder_data(args, context)
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     store = TicketStore(files, model.state_dict(), f"--arch {args.arch}", reader=read_level)
     evaluator = build_evaluator(args, data, model, context)
     if context.is_main:
-        log(f"{len(files)} tickets (levels 0-{files[-1].round}, {files[-1].path.name}) from {args.save_dir}; "
+        log(f"{len(files)} tickets (levels 0-{files[-1].round}, {files[-1].path.name}) from {args.ticket_dir}; "
             f"{args.interpolate_method} on {context.world_size} process(es), {context.device} ({context.backend}); "
             f"{len(data.train)} train / {len(data.val)} held-out / {len(data.test)} test images; BN on "
             f"{'%d batches' % args.bn_batches if args.bn_batches else 'the whole training part'}")
