@@ -8,6 +8,7 @@ torchvision or matplotlib: the heavy modules are imported inside ``main``, so ``
 # The console command of every command module (pyproject.toml [project.scripts] lists the same pairs).
 CONSOLE_COMMANDS = {
     "lotterypools-imp": "main_imp",
+    "lotterypools-prac-imp": "main_prac_imp",
     "lotterypools-train": "main_train",
     "lotterypools-pools": "lottery_pools",
     "lotterypools-make-corrupted": "make_corrupted",

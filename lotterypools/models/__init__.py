@@ -28,6 +28,9 @@ IMAGENET_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "imagenet_resnet_50": imagenet_resnet.imagenet_resnet_50,
 }
 
+# The PrAC code's names for the same architectures (its README's --arch values).
+ARCH_ALIASES = {"res20s": "resnet20s", "res56s": "resnet56s", "res18": "resnet18", "res50": "resnet50"}
+
 # Architectures whose constructor needs the input's side length (they end in a flatten).
 _NEEDS_IMAGE_SIZE = {"conv2", "conv4", "conv6"}
 
@@ -37,8 +40,9 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, mean: Sequenc
     """Build an architecture by name; normalisation constants become buffers inside the model.
 
     ``imagenet_stem`` gives resnet18/resnet50 torchvision's 7x7 stride-2 stem and max pool (the original's
-    ``--imagenet_arch``).
+    ``--imagenet_arch``). The PrAC names of :data:`ARCH_ALIASES` are accepted.
     """
+    arch = ARCH_ALIASES.get(arch, arch)
     if imagenet_stem:
         if arch not in ("resnet18", "resnet50"):
             raise UserError(f"--imagenet_arch applies to resnet18 and resnet50, not {arch!r}")
