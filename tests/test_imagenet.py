@@ -254,3 +254,25 @@ def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
     assert multiproc.port_in_script_args(["-j32", "--master_port", "8020"]) == 8020
     with pytest.raises(UserError, match="not a port number"):
         multiproc.port_in_script_args(["--master_port=eighty"])
+
+
+def test_main_imp_on_two_processes_trains_and_a_rerun_with_more_levels_continues(data, tmp_path):
+    save = tmp_path / "imp"
+
+    def argv(levels: str) -> list[str]:
+        return ["multiproc.py", "--nproc_per_node", "2", "main_imp.py", "--save_dir", str(save), str(data),
+                "--arch", TINY_ARCH, "--levels", levels, "--epochs", "2", "--rewind_epoch", "1", "--warmup", "1",
+                "--milestones", "1", "-b", "8", "-j0", "--input_size", "32", "--val_size", "6", "--device", "cpu",
+                "--master_port", str(free_port())]
+
+    first = run_script(argv("0"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert [f.round for f in openlth.level_files(save)] == [0]
+    stamp = openlth.model_path(save, 0, 2).stat().st_mtime_ns
+    second = run_script(argv("1"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert [(f.round, f.path.name) for f in openlth.level_files(save)] == [(0, "model_ep2_it0.pth"), (1, "model_ep2_it0.pth")]
+    assert openlth.model_path(save, 0, 2).stat().st_mtime_ns == stamp  # level 0 was not trained again
+    masks = {k: v.float() for k, v in load_file(openlth.mask_path(save, 1)).items()}
+    final = load_file(openlth.model_path(save, 1, 2))
+    assert abs(density(masks) - 0.8) < 1e-3 and all(torch.all(final[k][masks[k] == 0] == 0) for k in masks)
