@@ -8,7 +8,6 @@ atomic ticket files. Rerunning the same command continues from the last finished
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -20,7 +19,8 @@ from .checkpoints import atomic_save, check_compatible, load_file
 from .errors import UserError
 from .results import log, write_json
 from .sparse_training import MaskedWeights, MaskUpdater, SparseConfig, initial_masks, sparse_layer_report
-from .training import EpochStats, build_optimizer, train_one_epoch
+from .engine import EpochResult, fit
+from .training import EpochStats, build_optimizer
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -106,6 +106,24 @@ def imagenet_plan(epochs: int, epochs_explo: int, epochs_refine: int, lr: float,
     return TrainingPlan(lrs, phases)
 
 
+class PlanLearningRate:
+    """The plan's learning rate for each epoch, as a schedule object for :func:`~lotterypools.engine.fit`
+    (``step()`` once per finished epoch); built at ``epoch``, so a resumed run continues the schedule."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lrs: Sequence[float], epoch: int):
+        self.optimizer, self.lrs, self.epoch = optimizer, list(lrs), epoch
+        self._apply()
+
+    def step(self) -> None:
+        self.epoch += 1
+        self._apply()
+
+    def _apply(self) -> None:
+        lr = self.lrs[min(self.epoch, len(self.lrs) - 1)]
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
 # ---------------------------------------------------------------------------------------------- run
 @dataclass
 class RunConfig:
@@ -185,7 +203,7 @@ class FreeTicketsRun:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[dict]:
-        """Train every epoch not yet done; return the saved tickets' records."""
+        """Train every epoch not yet done (on the engine's :func:`~lotterypools.engine.fit`); return the tickets' records."""
         model, state = self._load_progress() or self._fresh()
         model.to(self.device)
         masked = MaskedWeights(model, state["masks"]) if state["masks"] else None
@@ -196,9 +214,12 @@ class FreeTicketsRun:
         if masked is not None:
             masked.apply(optimizer)
             self.log(f"{self.name}: density {masked.density():.4f} over {len(masked.masks)} conv/linear weights")
-        trainer = self.wrap(model)
-        for epoch in range(state["next_epoch"], self.plan.epochs):
-            self._train_epoch(epoch, trainer, model, optimizer, hooks, masked, state)
+        schedule = PlanLearningRate(optimizer, self.plan.lrs, state["next_epoch"])
+        fit(model, self.feeds.train, optimizer, schedule, self.device, start_epoch=state["next_epoch"],
+            epochs=self.plan.epochs, evaluate=lambda m: {"val": self.feeds.validate(m), "test": self.feeds.test(m)},
+            hooks=hooks, train_module=self.wrap(model),
+            on_epoch=lambda result: self._end_epoch(result, model, optimizer, masked, state),
+            describe=lambda epoch: f"{self.name} epoch {epoch + 1}" if self.is_main else None)
         return self._records(state)
 
     def _updater(self, masked: MaskedWeights, state: dict) -> MaskUpdater:
@@ -209,34 +230,26 @@ class FreeTicketsRun:
         updater.updates = state["updates"]
         return updater
 
-    def _train_epoch(self, epoch: int, trainer: nn.Module, model: nn.Module, optimizer, hooks, masked, state) -> None:
-        started = time.time()
-        lr = self.plan.lrs[epoch]
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        steps = self.feeds.steps
-        train = train_one_epoch(trainer, self.feeds.train(epoch), optimizer, self.device, hooks=hooks, epoch=epoch,
-                                first_step=epoch * steps, progress=f"{self.name} epoch {epoch + 1}" if self.is_main else None,
-                                total=steps)
-        val, test = self.feeds.validate(model), self.feeds.test(model)
+    def _end_epoch(self, result: EpochResult, model: nn.Module, optimizer, masked, state: dict) -> None:
+        """Record the epoch, keep the phase's best-validation ticket, write the checkpoint atomically."""
+        epoch = result.epoch - 1
         phase_index = self.plan.phase_of(epoch)
         density = masked.density() if masked is not None else 1.0
-        record = {"epoch": epoch + 1, "lr": lr, "phase": phase_index, "train_loss": train.loss, "train_acc": train.accuracy,
-                  "val_acc": val.accuracy, "val_loss": val.loss, "test_acc": test.accuracy, "test_loss": test.loss,
-                  "density": density, "seconds": round(time.time() - started, 2)}
+        record = {"epoch": result.epoch, "phase": phase_index, **result.stats(), "density": density,
+                  "seconds": round(result.seconds, 2)}
         state["history"].append(record)
         if self.feeds.trajectory is not None:
             state["trajectory"].append(self.feeds.trajectory(model))
         self._save_ticket_if_best(phase_index, model, masked, record, state)
-        state["next_epoch"] = epoch + 1
+        state["next_epoch"] = result.epoch
         state["masks"] = masked.state() if masked is not None else {}
         state["optimizer"] = optimizer.state_dict()
         if self.is_main:
             atomic_save({**state, "model": model.state_dict(), "config": self._config_record()}, self.progress_path)
             self._write_side_files(state)
-        self.log(f"{self.name} epoch {epoch + 1}/{self.plan.epochs}  lr {lr:.4g}  loss {train.loss:.4f}  train "
-                 f"{train.accuracy:.2f}  val {val.accuracy:.2f}  test {test.accuracy:.2f}  density {density:.4f}  "
-                 f"{record['seconds']:.1f}s")
+        self.log(f"{self.name} epoch {result.epoch}/{self.plan.epochs}  lr {result.lr:.4g}  loss {result.train.loss:.4f}  "
+                 f"train {result.train.accuracy:.2f}  val {record['val_acc']:.2f}  test {record['test_acc']:.2f}  "
+                 f"density {density:.4f}  {result.seconds:.1f}s")
 
     def _save_ticket_if_best(self, phase_index: int, model: nn.Module, masked, record: dict, state: dict) -> None:
         """Each phase keeps its best-validation model (selection never looks at the test set)."""
