@@ -146,12 +146,12 @@ class RunConfig:
 @dataclass
 class DataFeeds:
     """Where a run's batches come from: ``train(epoch)`` gives that epoch's shuffled batches (``steps`` of them);
-    ``validate``/``test`` evaluate a model (sharded over processes where there are several)."""
+    ``evaluate(model)`` gives ``{"val": stats, "test": stats}`` (sharded over processes where there are several);
+    ``trajectory(model)``, when set, the softmax outputs recorded each epoch for the t-SNE picture."""
 
     train: Callable[[int], Iterable]
     steps: int
-    validate: Callable[[nn.Module], EpochStats]
-    test: Callable[[nn.Module], EpochStats]
+    evaluate: Callable[[nn.Module], dict[str, EpochStats]]
     trajectory: Callable[[nn.Module], torch.Tensor] | None = None
 
 
@@ -216,7 +216,7 @@ class FreeTicketsRun:
             self.log(f"{self.name}: density {masked.density():.4f} over {len(masked.masks)} conv/linear weights")
         schedule = PlanLearningRate(optimizer, self.plan.lrs, state["next_epoch"])
         fit(model, self.feeds.train, optimizer, schedule, self.device, start_epoch=state["next_epoch"],
-            epochs=self.plan.epochs, evaluate=lambda m: {"val": self.feeds.validate(m), "test": self.feeds.test(m)},
+            epochs=self.plan.epochs, evaluate=self.feeds.evaluate,
             hooks=hooks, train_module=self.wrap(model),
             on_epoch=lambda result: self._end_epoch(result, model, optimizer, masked, state),
             describe=lambda epoch: f"{self.name} epoch {epoch + 1}" if self.is_main else None)
@@ -285,17 +285,15 @@ class FreeTicketsRun:
 
 def cifar_feeds(data, batch_size: int, test_batch_size: int, device: torch.device, seed: int,
                 trajectory_images: int = 256) -> DataFeeds:
-    """Device-resident batches of an in-memory data set (:mod:`lotterypools.data`): shuffled and augmented
-    training batches that depend only on (seed, epoch), validation and test evaluation, and each epoch's
-    softmax outputs on the first ``trajectory_images`` test images (for the t-SNE picture)."""
-    from .data import BatchSource, Split, resident_split
-    from .device import derived_seed
-    from .training import evaluate, predict
+    """The engine's in-memory sources (:mod:`lotterypools.sources`): shuffled, augmented training batches that
+    depend only on (seed, epoch), validation and test evaluation, and each epoch's softmax outputs on the
+    first ``trajectory_images`` test images (for the t-SNE picture)."""
+    from .data import BatchSource, Split
+    from .sources import SplitEvaluator, SplitTrainData
+    from .training import predict
 
-    train = BatchSource(resident_split(data.train, device), batch_size, device, data.spec, shuffle=True, augment=True)
-    val = BatchSource(resident_split(data.val, device), test_batch_size, device)
-    test = BatchSource(resident_split(data.test, device), test_batch_size, device)
+    train = SplitTrainData(data, batch_size, device, seed)
     first = BatchSource(Split(data.test.images[:trajectory_images], data.test.labels[:trajectory_images]), 256, device)
-    return DataFeeds(train=lambda epoch: train.with_seed(derived_seed(seed, epoch)), steps=len(train),
-                     validate=lambda model: evaluate(model, val, device), test=lambda model: evaluate(model, test, device),
+    return DataFeeds(train=lambda epoch: train.batches(0, epoch), steps=len(train.batches(0, 0)),
+                     evaluate=SplitEvaluator(data, device, batch_size=test_batch_size),
                      trajectory=lambda model: predict(model, first, device)[0].softmax(1).half())
