@@ -141,6 +141,8 @@ class RunConfig:
     sparse_config: SparseConfig = field(default_factory=SparseConfig)
     plan: dict = field(default_factory=dict)
     pretrain: str | None = None
+    label_smoothing: float = 0.0
+    norm_weight_decay: bool = True
 
 
 @dataclass
@@ -207,7 +209,7 @@ class FreeTicketsRun:
         model, state = self._load_progress() or self._fresh()
         model.to(self.device)
         masked = MaskedWeights(model, state["masks"]) if state["masks"] else None
-        optimizer = build_optimizer(model, self.config.lr, self.config.momentum, self.config.l2)
+        optimizer = self._optimizer(model)
         if state["optimizer"] is not None:
             optimizer.load_state_dict(state["optimizer"])
         hooks = [self._updater(masked, state)] if masked is not None else []
@@ -219,8 +221,19 @@ class FreeTicketsRun:
             epochs=self.plan.epochs, evaluate=self.feeds.evaluate,
             hooks=hooks, train_module=self.wrap(model),
             on_epoch=lambda result: self._end_epoch(result, model, optimizer, masked, state),
-            describe=lambda epoch: f"{self.name} epoch {epoch + 1}" if self.is_main else None)
+            describe=lambda epoch: f"{self.name} epoch {epoch + 1}" if self.is_main else None,
+            label_smoothing=self.config.label_smoothing)
         return self._records(state)
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.SGD:
+        """SGD; without ``norm_weight_decay`` (the original ImageNet code) BN parameters and biases get no decay."""
+        cfg = self.config
+        if cfg.norm_weight_decay:
+            return build_optimizer(model, cfg.lr, cfg.momentum, cfg.l2)
+        plain = [p for p in model.parameters() if p.dim() <= 1]
+        decayed = [p for p in model.parameters() if p.dim() > 1]
+        return torch.optim.SGD([{"params": decayed}, {"params": plain, "weight_decay": 0.0}], lr=cfg.lr,
+                               momentum=cfg.momentum, weight_decay=cfg.l2)
 
     def _updater(self, masked: MaskedWeights, state: dict) -> MaskUpdater:
         steps = self.feeds.steps

@@ -14,10 +14,12 @@ from .models import build_imagenet_model
 from .results import log
 
 
-def add_imagenet_arguments(parser: argparse.ArgumentParser, default_seed: int) -> None:
-    """Data, model, device and launcher flags, spelled as the original ImageNet scripts."""
+def add_imagenet_arguments(parser: argparse.ArgumentParser, default_seed: int, save_dir_default: str | None = None,
+                           save_dir_help: str = "the OpenLTH run folder holding level_<k>/main/") -> None:
+    """Data, model, device and launcher flags, spelled as the original ImageNet scripts (``--save_dir`` is
+    required unless ``save_dir_default`` is given)."""
     parser.add_argument("data", help="ImageFolder root holding train/ (trains; a held-out part chooses) and val/ (reports)")
-    parser.add_argument("--save_dir", required=True, help="the OpenLTH run folder holding level_<k>/main/")
+    parser.add_argument("--save_dir", required=save_dir_default is None, default=save_dir_default, help=save_dir_help)
     group = parser.add_argument_group("data, model and processes")
     group.add_argument("--arch", default="imagenet_resnet_18",
                        help="imagenet_resnet_18/34/50 (OpenLTH's), or any CIFAR architecture name for small tests "

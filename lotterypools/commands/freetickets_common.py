@@ -17,7 +17,7 @@ def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sparse training (sparselearning/core.py)")
     group.add_argument("--sparse", action="store_true", help="train a sparse network (default: dense)")
     group.add_argument("--fix", action="store_true", help="keep the initial mask fixed (no death and growth)")
-    group.add_argument("--sparse-init", default="ER",
+    group.add_argument("--sparse-init", "--sparse_init", default="ER",
                        help="layer densities: ERK, ER, uniform (exact counts, random positions); pruning (global "
                             "magnitude of the loaded weights, PF); resume (the loaded weights' non-zeros) (default ER)")
     group.add_argument("--growth", default="random", help="gradient (largest dense gradient, RigL) or random (SET) (default random)")
