@@ -157,7 +157,7 @@ def find_trajectories(folder: str | Path) -> list[Path]:
 def tsne_embedding(points: torch.Tensor, perplexity: float = 30.0, seed: int = 0) -> tuple[torch.Tensor, str]:
     """2-D t-SNE of ``points`` (n, d): scikit-learn's TSNE when installed, else :func:`exact_tsne`; returns the
     embedding and the name of the implementation used."""
-    perplexity = min(perplexity, max((points.shape[0] - 1) / 3, 1.0))
+    perplexity = min(perplexity, max((points.shape[0] - 1) / 3, 1.5))
     try:
         from sklearn.manifold import TSNE
     except ImportError:
@@ -199,7 +199,7 @@ def _perplexity_affinities(distances: torch.Tensor, perplexity: float, steps: in
     off_diagonal = ~torch.eye(n, dtype=torch.bool)
     for _ in range(steps):
         shifted = distances - torch.where(off_diagonal, distances, torch.inf).min(1, keepdim=True).values
-        kernel = torch.exp(-shifted * beta[:, None]) * off_diagonal
+        kernel = torch.where(off_diagonal, torch.exp(-shifted.clamp_min(0) * beta[:, None]), 0.0)
         total = kernel.sum(1).clamp_min(1e-300)
         probs = kernel / total[:, None]
         entropy = -(probs.clamp_min(1e-300).log() * probs).sum(1)

@@ -330,3 +330,18 @@ def test_imagenet_one_and_two_gloo_processes_make_the_same_masks(tmp_path):
                    cwd=REPO / "ImageNet", folder="ImageNet")
     assert grow.returncode == 0, grow.stderr[-2000:]
     _mask_check(tmp_path / "grad" / "checkpoint-2.pth.tar", 0.3)
+
+
+def test_exact_tsne_keeps_clusters_apart():
+    from lotterypools.ticket_ensembles import exact_tsne
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 5, generator=generator) * 10
+    points = torch.cat([centres[i] + torch.randn(30, 5, generator=generator) for i in range(3)])
+    labels = torch.arange(3).repeat_interleave(30)
+    y = exact_tsne(points, perplexity=10)
+    assert torch.isfinite(y).all()
+    middle = torch.stack([y[labels == i].mean(0) for i in range(3)])
+    spread = torch.stack([(y[labels == i] - middle[i]).norm(dim=1).mean() for i in range(3)]).max()
+    assert torch.pdist(middle).min() > 3 * spread
+    assert torch.isfinite(exact_tsne(points[:4], perplexity=1.5)).all()  # as few points as an EDST run's epochs

@@ -169,7 +169,7 @@ def plot_matrix(result: dict, label: str, path) -> None:
     from ..analysis import plot_heat_map
 
     names = [n.replace("/model.pth", "") for n in result["names"]]
-    plot_heat_map(result["matrix"], names, f"{label}, mean {result['mean']:.4f}", label, path, digits=3)
+    plot_heat_map(result["matrix"], names, f"mean {result['mean']:.4f}", label, path, digits=3)
 
 
 def plot_tsne(result: dict, path) -> None:
