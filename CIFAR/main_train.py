@@ -1,55 +1,9 @@
-r"""Retrain a subnetwork: the mask of one checkpoint, the initialisation of another (or a random one).
+"""Retrain a subnetwork: the mask of one checkpoint, the initialisation of another (or a random one).
 
-Example (retrain the round-1 ticket of a main_imp.py run from its own initialisation):
-    python -u main_train.py --data ../data --dataset cifar10 --arch resnet20s \
-        --mask_dir runs/cifar10_resnet20s_lt_seed1/1checkpoint.pth.tar \
-        --init_dir runs/cifar10_resnet20s_lt_seed1/1checkpoint.pth.tar \
-        --save_dir runs/retrain_cifar10_resnet20s/1
+The code is in lotterypools/commands/main_train.py (installed as the console command `lotterypools-train`); --help lists the flags.
 """
 
-import argparse
-import os
-import sys
-from pathlib import Path
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from lotterypools.cli import imp_config, load_data, model_factory, setup_device, training_parser  # noqa: E402
-from lotterypools.errors import UserError, cli_entry  # noqa: E402
-from lotterypools.retrain import retrain  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = training_parser(__doc__)
-    subnet = parser.add_argument_group("subnetwork")
-    subnet.add_argument("--mask_dir", required=True,
-                        help="checkpoint whose '*_mask' entries give the mask (e.g. 1checkpoint.pth.tar)")
-    subnet.add_argument("--init_dir", default=None,
-                        help="checkpoint giving the initialisation: its 'init_weight' when set, else its 'state_dict'; "
-                             "or a plain state dict such as epoch_3_rewind_weight.pt")
-    subnet.add_argument("--random_init", action="store_true",
-                        help="start from a fresh random initialisation (from --seed) instead of --init_dir")
-    files = parser.add_argument_group("files")
-    files.add_argument("--save_dir", default=None, help="output folder (default runs/retrain_<dataset>_<arch>_seed<seed>)")
-    files.add_argument("--resume", action="store_true", help="continue an interrupted retraining in --save_dir")
-    return parser
-
-
-@cli_entry
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.random_init == (args.init_dir is not None):
-        raise UserError("give exactly one of --init_dir (start from a checkpoint's weights) and --random_init")
-    save_dir = Path(args.save_dir or f"runs/retrain_{args.dataset}_{args.arch}_seed{args.seed}")
-    config = imp_config(args, prune_type="lt", pruning_times=1)
-    factory = model_factory(args)
-    device = setup_device(args)
-    data = load_data(args)
-    print(f"{args.dataset} from {data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test; "
-          f"{args.arch} on {device}; mask {args.mask_dir}; init {args.init_dir or 'random'}; output {save_dir}", flush=True)
-    retrain(config, factory, data, device, save_dir, Path(args.mask_dir),
-            Path(args.init_dir) if args.init_dir else None, resume=args.resume)
-
+from lotterypools.commands.main_train import build_parser, main  # noqa: F401 (build_parser: for tools that read the flags)
 
 if __name__ == "__main__":
     main()

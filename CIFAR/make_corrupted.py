@@ -1,56 +1,9 @@
 """Write a CIFAR-C-like corrupted copy of a data set's test split, in the CIFAR-10-C layout.
 
-One <corruption>.npy per corruption (5 severities x N test images, uint8, (5N, H, W, C)), labels.npy,
-corruptions.json and examples.png (one image under every corruption and severity). The corruptions are
-lotterypools' own implementations with CIFAR-10-C's severity constants; all apply to grey images (Fashion-MNIST, MNIST) as well as colour ones.
-
-Example (Fashion-MNIST-C-like, all corruptions):
-    python make_corrupted.py --dataset fashionmnist --data ../data --out ../data/fashionmnist-c
+The code is in lotterypools/commands/make_corrupted.py (installed as the console command `lotterypools-make-corrupted`); --help lists the flags.
 """
 
-import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from lotterypools.cli import add_data_arguments, load_data  # noqa: E402
-from lotterypools.analysis import plot_corruption_examples  # noqa: E402
-from lotterypools.corruptions import CORRUPTIONS, SEVERITIES, CorruptedSet, writable_corruptions, write_corrupted_set  # noqa: E402
-from lotterypools.data import Split  # noqa: E402
-from lotterypools.device import resolve_device  # noqa: E402
-from lotterypools.errors import UserError, cli_entry  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_arguments(parser)
-    parser.add_argument("--out", required=True, help="folder receiving <corruption>.npy files and labels.npy")
-    parser.add_argument("--corruptions", nargs="+", default=sorted(CORRUPTIONS),
-                        help=f"corruptions to write (default all: {' '.join(sorted(CORRUPTIONS))})")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use only the first N test images (default all), e.g. for a quick try")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random corruptions (default 0)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    return parser
-
-
-@cli_entry
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit {args.limit} must be at least 1")
-    names = writable_corruptions(args.corruptions)
-    data = load_data(args)
-    test = Split(data.test.images[: args.limit], data.test.labels[: args.limit]) if args.limit else data.test
-    print(f"{args.dataset} test split, {len(test)} images -> {args.out} (CIFAR-C-like)", flush=True)
-    write_corrupted_set(test, args.out, names, args.seed, resolve_device(args.device),
-                        source=f"{args.dataset} test split from {data.source}")
-    written = CorruptedSet(args.out)
-    plot_corruption_examples({name: [written.split(name, s).images[0] for s in SEVERITIES]
-                              for name in names}, os.path.join(args.out, "examples.png"))
-    print(f"wrote {args.out}: {', '.join(names)}, labels.npy, corruptions.json, examples.png")
-
+from lotterypools.commands.make_corrupted import build_parser, main  # noqa: F401 (build_parser: for tools that read the flags)
 
 if __name__ == "__main__":
     main()

@@ -1,72 +1,9 @@
-r"""Lottery Pools over OpenLTH ImageNet tickets (level_<k>/main/model_ep<E>_it0.pth + mask.pth), and its baselines.
+"""Lottery Pools over OpenLTH ImageNet tickets, and its baselines, on one or several processes.
 
-Runs on one device, under multiproc.py, or under torchrun; every process takes part in BN recalibration and
-evaluation, rank 0 writes the results. Example (from ImageNet/, two GPUs):
-    python multiproc.py --nproc_per_node 2 Lottery_pools.py --save_dir $save_dir $data \
-        --interpolation_value_list 0.05 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 0.95 --seed 17 --master_port 8020 \
-        -j32 -p 500 --arch imagenet_resnet_18 --interpolate_method Lottery_pools
+The code is in lotterypools/commands/imagenet_pools.py (installed as the console command `lotterypools-imagenet-pools`); --help lists the flags.
 """
 
-import argparse
-import os
-import sys
-from pathlib import Path
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from lotterypools.distributed import ShardedPoolEvaluator, close_distributed  # noqa: E402
-from lotterypools.errors import UserError, cli_entry  # noqa: E402
-from lotterypools.imagefolder import batchnorm_loader, evaluation_loader  # noqa: E402
-from lotterypools.imagenet_cli import (add_imagenet_arguments, imagenet_model_factory,  # noqa: E402
-                                       load_imagefolder_data, start_processes)
-from lotterypools.openlth import level_files, read_level  # noqa: E402
-from lotterypools.pool_cli import add_pool_arguments, run_pool_job, validate_pool_args  # noqa: E402
-from lotterypools.results import log  # noqa: E402
-from lotterypools.tickets import TicketStore  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_imagenet_arguments(parser, default_seed=17)
-    add_pool_arguments(parser)
-    parser.set_defaults(search_num=11)
-    parser.add_argument("-b", "--batch_size", type=int, default=256,
-                        help="images per batch and process for BN recalibration and evaluation (default 256)")
-    parser.add_argument("--results_dir", default=None, help="where results go (default: the --save_dir folder)")
-    return parser
-
-
-def build_evaluator(args, data, model, context) -> ShardedPoolEvaluator:
-    """BN batches from the training part (test-time transforms, one seeded global batch list), sharded evaluation."""
-    device, rank, world = context.device, context.rank, context.world_size
-    bn = batchnorm_loader(data.train_plain, args.batch_size, args.workers, device, args.seed, args.bn_batches, rank, world)
-    val = evaluation_loader(data.val, args.batch_size, args.workers, device, rank, world)
-    test = evaluation_loader(data.test, args.batch_size, args.workers, device, rank, world)
-    return ShardedPoolEvaluator(model, bn, val, test, context, amp=args.fp16)
-
-
-@cli_entry
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    validate_pool_args(args)
-    if getattr(args, "ood_data", None):
-        raise UserError("--ood_data (CIFAR-C layout) is supported by CIFAR/Lottery_pools.py only; "
-                        "drop it from the ImageNet command")
-    files = level_files(args.save_dir)
-    context = start_processes(args)
-    data = load_imagefolder_data(args, context)
-    model = imagenet_model_factory(args, data.num_classes)()
-    store = TicketStore(files, model.state_dict(), f"--arch {args.arch}", reader=read_level)
-    evaluator = build_evaluator(args, data, model, context)
-    if context.is_main:
-        log(f"{len(files)} tickets (levels 0-{files[-1].round}, {files[-1].path.name}) from {args.save_dir}; "
-            f"{args.interpolate_method} on {context.world_size} process(es), {context.device} ({context.backend}); "
-            f"{len(data.train)} train / {len(data.val)} held-out / {len(data.test)} test images; BN on "
-            f"{'%d batches' % args.bn_batches if args.bn_batches else 'the whole training part'}")
-    run_pool_job(args, store, evaluator, Path(args.results_dir or args.save_dir), f"{args.arch} on ImageNet",
-                 primary=context.is_main)
-    close_distributed(context)
-
+from lotterypools.commands.imagenet_pools import build_parser, main  # noqa: F401 (build_parser: for tools that read the flags)
 
 if __name__ == "__main__":
     main()

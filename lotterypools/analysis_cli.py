@@ -8,43 +8,13 @@ from pathlib import Path
 from .analysis import (disagreement_study, ensemble_study, pairwise_average_matrix, plot_ensemble,
                        plot_heat_map)
 from .checkpoints import ticket_files
-from .cli import add_data_arguments, add_model_arguments, load_data, model_factory, setup_device
+from .cli_setup import load_data, model_factory, setup_device
 from .data import BatchSource, dataset_spec
 from .errors import UserError
-from .ood import add_ood_arguments, ood_table, open_benchmark
+from .ood import ood_table, open_benchmark
 from .pool_cli import build_evaluator, recorded_settings
 from .results import format_table, log, provenance, write_json
 from .tickets import TicketStore
-
-
-def build_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    helps = {"ood": "accuracy on a corrupted test set (CIFAR-10-C layout) of every ticket and pooled ticket",
-             "ensemble": "output ensemble of each target and its k nearest tickets vs the ticket and the pooled ticket",
-             "disagreement": "calibration (ECE, NLL, Brier) of every ticket and their prediction disagreement matrix",
-             "pairwise": "test accuracy of the average of every pair of tickets, pruned to the sparser parent, BN recomputed"}
-    for name, text in helps.items():
-        sub = commands.add_parser(name, help=text, description=text)
-        add_data_arguments(sub)
-        add_model_arguments(sub)
-        sub.add_argument("--checkpoint", required=True, help="the IMP run folder holding '<k>model_SA_best.pth.tar' tickets")
-        sub.add_argument("--save_dir", default=None, help="where results go (default: the --checkpoint folder)")
-        sub.add_argument("--batch_size", type=int, default=128, help="batch size of BN recalibration (default 128)")
-        if name in ("ood", "ensemble"):
-            sub.add_argument("--pooled", default=None,
-                             help="a folder of pooled tickets written by Lottery_pools.py --save_pooled "
-                                  "(<save_dir>/<method>), evaluated beside the tickets (default none)")
-        if name == "ood":
-            add_ood_arguments(sub, required=True)
-        if name == "ensemble":
-            sub.add_argument("--k", type=int, default=2,
-                             help="number of nearest tickets joining each target (default 2: the paper's 3-model ensemble)")
-            sub.add_argument("--targets", type=int, nargs="+", default=None, help="only these target rounds (default all)")
-        if name == "pairwise":
-            sub.add_argument("--bn_batches", type=int, default=0,
-                             help="recompute BN on this many fixed training batches (default 0: the full training split)")
-    return parser
 
 
 def _stores(args: argparse.Namespace):
@@ -55,7 +25,7 @@ def _stores(args: argparse.Namespace):
     what = f"--arch {args.arch} on {args.dataset}"
     store = TicketStore(ticket_files(args.checkpoint), model.state_dict(), what)
     pooled_dir = getattr(args, "pooled", None)
-    pooled = TicketStore(ticket_files(pooled_dir), model.state_dict(), what) if pooled_dir else None
+    pooled = TicketStore(ticket_files(pooled_dir, allow_gaps=True), model.state_dict(), what) if pooled_dir else None
     return model, store, pooled, device
 
 

@@ -11,7 +11,8 @@ This module converts between the two and is the one place that reads and writes 
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +21,7 @@ import torch
 
 from . import paths
 from .errors import UserError
+from .files import atomic_output
 from .masks import Masks, apply_masks, refresh_masked_weights
 
 BEST_PATTERN = paths.BEST_PATTERN
@@ -28,19 +30,8 @@ LAST_PATTERN = paths.LAST_PATTERN
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as stream:
+        torch.save(obj, stream)
 
 
 def load_file(path: str | os.PathLike) -> Any:
@@ -50,10 +41,28 @@ def load_file(path: str | os.PathLike) -> Any:
         raise UserError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = _refused_global(str(error))
+        if refused:
+            raise UserError(f"checkpoint {path} is unsafe: it asks to load {refused!r}, and only tensors and plain "
+                            f"data are loaded (weights_only); use a checkpoint from a source you trust, re-saved "
+                            f"as weights") from None
+        raise UserError(_unreadable(path, error)) from None
     except Exception as error:  # torch raises several types for truncated or foreign files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"checkpoint {path} is unreadable ({first_line[:160]}); it may be truncated or "
-                        f"not a PyTorch file: remove it or point to another") from None
+        raise UserError(_unreadable(path, error)) from None
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """One line naming the file and torch's whole reason (its lines joined)."""
+    reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    return (f"checkpoint {path} is unreadable ({type(error).__name__}: {reason}); it may be truncated or not a "
+            f"PyTorch file: remove it or point to another")
+
+
+def _refused_global(message: str) -> str | None:
+    """The function or class torch's weights-only unpickler refused (from its message), if it refused one."""
+    found = re.search(r"GLOBAL ([\w.]+)", message) if "Weights only load failed" in message else None
+    return found.group(1) if found else None
 
 
 def split_pruned_state(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Masks]:
@@ -91,8 +100,28 @@ class TicketFile:
     path: Path
 
 
-def ticket_files(folder: str | os.PathLike) -> list[TicketFile]:
-    """The ``{k}model_SA_best.pth.tar`` files of a run folder in round order, or a one-line error."""
+class MismatchError(UserError):
+    """A checkpoint that does not fit the model (other architecture or other data set)."""
+
+
+def check_rounds_without_gaps(rounds: list[int], folder: Path) -> None:
+    """One answer, for the original's and OpenLTH's layouts alike, when a folder skips a round (level).
+
+    Candidates are pooled by their distance in IMP rounds, so a missing round would silently change the pools.
+    """
+    missing = sorted(set(range(max(rounds) + 1)) - set(rounds))
+    if missing:
+        raise UserError(f"ticket folder {folder} has no ticket of round {missing[0]} (OpenLTH: level_{missing[0]}) but "
+                        f"has round {max(rounds)}: rounds must run 0..{max(rounds)} without a gap; finish the IMP run "
+                        f"or copy the missing ticket in")
+
+
+def ticket_files(folder: str | os.PathLike, allow_gaps: bool = False) -> list[TicketFile]:
+    """The ``{k}model_SA_best.pth.tar`` files of a run folder in round order, or a one-line error.
+
+    The rounds must run 0, 1, 2, ... without a gap unless ``allow_gaps`` (a folder of pooled tickets of some
+    targets only, written by ``Lottery_pools.py --save_pooled --targets``).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"checkpoint folder {folder} does not exist; pass the --save_dir of a main_imp.py run")
@@ -100,6 +129,8 @@ def ticket_files(folder: str | os.PathLike) -> list[TicketFile]:
     if not found:
         raise UserError(f"checkpoint folder {folder} holds no '<k>model_SA_best.pth.tar' tickets; "
                         f"run main_imp.py with --save_dir {folder} first")
+    if not allow_gaps:
+        check_rounds_without_gaps([k for k, _ in found], folder)
     return [TicketFile(k, path) for k, path in found]
 
 
@@ -144,12 +175,25 @@ def check_compatible(state: Mapping[str, torch.Tensor], reference: Mapping[str, 
     missing = sorted(set(reference) - set(state))
     extra = sorted(set(state) - set(reference))
     if missing or extra:
-        raise UserError(f"{path} does not fit {what}: missing {_few(missing)}, unexpected {_few(extra)}; "
+        raise MismatchError(f"{path} does not fit {what}: missing {_few(missing)}, unexpected {_few(extra)}; "
                         f"check --arch and --dataset")
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(reference[k].shape)}" for k in reference
              if torch.is_tensor(state[k]) and state[k].shape != reference[k].shape]
     if wrong:
-        raise UserError(f"{path} does not fit {what}: shapes differ for {_few(wrong)}; check --arch and --dataset")
+        raise MismatchError(f"{path} does not fit {what}: shapes differ for {_few(wrong)}; check --arch and --dataset")
+
+
+def check_same_data(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], path: Path,
+                    what: str) -> None:
+    """One-line error when a checkpoint's normalisation buffers (they name its data set) differ from the model's."""
+    for key in sorted(k for k in reference if k.endswith(("normalize.mean", "normalize.std")) and k in state):
+        if not torch.allclose(state[key].float().cpu(), reference[key].float().cpu(), atol=1e-4):
+            raise MismatchError(f"{path} was trained on another data set than {what}: its {key} is "
+                                f"{_rounded(state[key])}, not {_rounded(reference[key])}; check --dataset")
+
+
+def _rounded(values: torch.Tensor) -> tuple[float, ...]:
+    return tuple(round(float(v), 4) for v in values.flatten())
 
 
 def load_pruned_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, what: str) -> None:

@@ -1,22 +1,18 @@
-"""Argument groups shared by the command-line scripts, and the glue from parsed flags to the package."""
+"""Every flag of the command-line scripts, as argparse groups: torch-free, so that ``--help`` returns at once.
+
+The glue from parsed flags to the package (data, models, devices, configs) is in :mod:`lotterypools.cli_setup`;
+the scripts themselves are in :mod:`lotterypools.commands`.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable
 
-import torch
-from torch import nn
+from typing import Any, Iterable, Mapping
 
-from .data import DataSplits, dataset_spec, load_dataset
-from .device import resolve_device, seed_everything
-from .errors import UserError
-from .imp import IMPConfig
-from .loaders import LOADERS
-from .models import build_model
-
-PAPER_COEFFICIENTS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+from .choices import PAPER_COEFFICIENTS, PAPER_VAL_SIZE, POOL_METHODS, SEVERITIES
+from .config import add_config_arguments, parse_epoch_list
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,23 +37,25 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpu", type=int, default=None, help="CUDA device index (default 0)")
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The original's SGD and schedule flags (shared by main_imp.py and main_train.py)."""
-    train = parser.add_argument_group("training")
-    train.add_argument("--batch_size", type=int, default=128, help="batch size (default 128)")
-    train.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default 0.1)")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
-    train.add_argument("--epochs", type=int, default=182, help="training epochs (per IMP round in main_imp.py; default 182)")
-    train.add_argument("--warmup", type=int, default=0, help="epochs of linear learning-rate warm-up (default 0)")
-    train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10 (default 91,136)")
-    train.add_argument("--print_freq", type=int, default=50, help="kept for compatibility: a progress bar and one line per epoch replace it")
-    train.add_argument("--amp", action="store_true", help="bf16 autocast for training and evaluation")
-    train.add_argument("--channels_last", action="store_true", help="channels-last memory format (faster convolutions on GPUs)")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
-    train.add_argument("--loader", default="resident", choices=LOADERS,
-                       help="resident: the data set as uint8 on the device, crop/flip there (default); dataloader: "
-                            "PIL images through torchvision transforms and a DataLoader with --workers, as the original")
+def add_training_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None,
+                           skip: Iterable[str] = ("workers",), print_freq: bool = True) -> None:
+    """The SGD, schedule and speed flags, generated from :class:`lotterypools.config.IMPConfig` (with ``defaults``).
+
+    ``--workers`` comes with the data flags in the CIFAR scripts, hence skipped here by default; the
+    ImageNet scripts have their own ``-p/--print_freq`` (``print_freq=False``).
+    """
+    add_config_arguments(parser, {"training": "training"}, defaults=defaults, skip=skip)
+    if not print_freq:
+        return
+    group = parser.add_argument_group("compatibility")
+    group.add_argument("--print_freq", type=int, default=50,
+                       help="kept for compatibility: a progress bar and one line per epoch replace it")
+
+
+def add_pruning_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None,
+                          skip: Iterable[str] = ()) -> None:
+    """The IMP flags (rounds, rate, rewinding, ticket), generated from :class:`lotterypools.config.IMPConfig`."""
+    add_config_arguments(parser, {"pruning": "pruning"}, defaults=defaults, skip=skip)
 
 
 def training_parser(description: str) -> argparse.ArgumentParser:
@@ -69,52 +67,77 @@ def training_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_data(args: argparse.Namespace) -> DataSplits:
-    """The data set named by ``--dataset`` from ``--data``, checked against ``--input_size``."""
-    spec = dataset_spec(args.dataset)
-    if args.input_size is not None and args.input_size != spec.image_size:
-        raise UserError(f"--input_size {args.input_size} does not match {spec.name}'s {spec.image_size}; omit it")
-    return load_dataset(args.dataset, args.data, download=not args.no_download)
-
-
-def model_factory(args: argparse.Namespace) -> Callable[[], nn.Module]:
-    """A function building the ``--arch`` model for the ``--dataset`` (fails early on an unknown name)."""
-    spec = dataset_spec(args.dataset)
-
-    def factory() -> nn.Module:
-        return build_model(args.arch, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size,
-                           imagenet_stem=args.imagenet_arch)
-
-    factory()  # an unknown --arch fails here, before any data is read
-    return factory
-
-
-def setup_device(args: argparse.Namespace) -> torch.device:
-    """Seed everything and pick the device."""
-    seed_everything(args.seed)
-    return resolve_device(args.device, args.gpu)
-
-
 def parse_milestones(text: str) -> list[int]:
     """``"91,136"`` -> ``[91, 136]``."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--decreasing_lr {text!r} must be comma-separated epochs, e.g. 91,136") from None
-
-
-def imp_config(args: argparse.Namespace, **pruning) -> IMPConfig:
-    """An :class:`IMPConfig` from the data, model and training flags; ``pruning`` gives the pruning fields."""
-    config = IMPConfig(arch=args.arch, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                       lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                       milestones=parse_milestones(args.decreasing_lr), warmup=args.warmup, seed=args.seed,
-                       amp=args.amp, channels_last=args.channels_last, compile=args.compile, loader=args.loader,
-                       workers=args.workers, **pruning)
-    config.validate()
-    return config
+    return parse_epoch_list(text)
 
 
 def default_save_dir(args: argparse.Namespace) -> Path:
     """A readable run folder under the working directory."""
     rewind = f"_rewind{args.rewind_epoch}" if args.prune_type == "rewind_lt" else ""
     return Path("runs") / f"{args.dataset}_{args.arch}_{args.prune_type}{rewind}_seed{args.seed}"
+
+
+def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Lottery Pools")
+    group.add_argument("--interpolate_method", default="Lottery_pools", choices=POOL_METHODS,
+                       help="Lottery_pools (greedy interpolation), interpolate_swa, interpolate_ema, or liner_inter "
+                            "(linear paths between consecutive tickets) (default Lottery_pools)")
+    group.add_argument("--search_num", type=int, default=3,
+                       help="size of the candidate pool counting the target, as the original: search_num-1 "
+                            "candidates (default 3; the paper uses all tickets, e.g. 19)")
+    group.add_argument("--interpolation_value_list", type=float, nargs="+", default=PAPER_COEFFICIENTS,
+                       help="coefficients alpha tried on each candidate; 0.5 alone gives Lottery Pools (average) "
+                            "(default the paper's 11 values 0.05 ... 0.95)")
+    group.add_argument("--EMA_value", type=float, default=0.95,
+                       help="EMA weight on the incoming ticket for interpolate_ema (default 0.95, the paper's)")
+    group.add_argument("--rewind_epoch", type=int, default=None, help="kept for compatibility; not used by the search")
+    group.add_argument("--bn_batches", type=int, default=0,
+                       help="recompute BN statistics on this many fixed, seeded training batches instead of a full "
+                            "pass over the training split (default 0: full pass, as the original)")
+    group.add_argument("--prune_mode", default="during", choices=("during", "after"),
+                       help="re-prune after every interpolation (during, the paper's) or once at the end (after)")
+    group.add_argument("--targets", type=int, nargs="+", default=None, help="only these target rounds (default all)")
+    group.add_argument("--save_pooled", action="store_true",
+                       help="write every pooled ticket to <save_dir>/<method>/<k>model_SA_best.pth.tar")
+    group.add_argument("--inference", action="store_true",
+                       help="evaluate the tickets first (always done; kept for compatibility)")
+    add_ood_arguments(parser)
+
+
+def add_ood_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    group = parser.add_argument_group("out-of-distribution evaluation")
+    group.add_argument("--ood_data", default=None, required=required,
+                       help="folder in the CIFAR-10-C layout (<corruption>.npy + labels.npy): the official "
+                            "CIFAR-10-C/100-C or one written by make_corrupted.py" +
+                            ("" if required else " (default none: no OOD evaluation)"))
+    group.add_argument("--corruptions", nargs="+", default=None,
+                       help="corruptions to evaluate (default every .npy in --ood_data)")
+    group.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES),
+                       help="severities 1..5 to evaluate (default all five)")
+
+
+def add_imagenet_arguments(parser: argparse.ArgumentParser, default_seed: int) -> None:
+    """Data, model, device and launcher flags, spelled as the original ImageNet scripts."""
+    parser.add_argument("data", help="ImageFolder root holding train/ (trains; a held-out part chooses) and val/ (reports)")
+    group = parser.add_argument_group("data, model and processes")
+    group.add_argument("--arch", default="imagenet_resnet_18",
+                       help="imagenet_resnet_18/34/50 (OpenLTH's), or any CIFAR architecture name for small tests "
+                            "(default imagenet_resnet_18)")
+    group.add_argument("-j", "--workers", type=int, default=8, help="data-loading worker processes per process (default 8)")
+    group.add_argument("-p", "--print_freq", type=int, default=500,
+                       help="kept for compatibility: progress bars replace the periodic prints (default 500)")
+    group.add_argument("--val_size", type=int, default=PAPER_VAL_SIZE,
+                       help="training images held out to choose tickets, the same on every run (default 26000, the "
+                            "paper's; lowered to a tenth, with a warning, for a folder of fewer than twice as many)")
+    group.add_argument("--split_seed", type=int, default=0, help="seed of the held-out split (default 0)")
+    group.add_argument("--input_size", type=int, default=224,
+                       help="crop side; test images are resized to 256/224 of it first (default 224)")
+    group.add_argument("--fp16", "--amp", dest="amp", action="store_true",
+                       help="mixed precision with torch.autocast (bf16); no apex (--amp is the same)")
+    group.add_argument("--seed", type=int, default=default_seed, help=f"random seed (default {default_seed})")
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: a GPU per process when there are GPUs)")
+    group.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                       help="set by multiproc.py / torch.distributed.launch; LOCAL_RANK from torchrun wins")
+    group.add_argument("--master_port", type=int, default=None,
+                       help="read by multiproc.py when it has no --master_port of its own; ignored by this script")

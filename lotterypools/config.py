@@ -15,11 +15,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from .choices import LOADERS, PRUNE_TYPES
 from .errors import UserError
 
-PRUNE_TYPES = ("lt", "pt", "rewind_lt")
 TICKET_POLICIES = ("best_val", "last")
-LOADERS = ("resident", "dataloader")
 
 
 def setting(default: Any, help: str, *, flags: tuple[str, ...] = (), group: str = "training",
@@ -68,7 +67,7 @@ class IMPConfig:
                                     "lr schedule); pt: to the best dense weights", group="pruning", choices=PRUNE_TYPES)
     random_prune: bool = setting(False, "prune at random instead of by magnitude", group="pruning")
     rewind_epoch: int = setting(3, "epoch to rewind weights and lr schedule to, for rewind_lt", group="pruning")
-    include_linear: bool = setting(False, "prune linear layers too (default: conv layers only)", group="pruning")
+    include_linear: bool = setting(False, "prune linear layers too, not only conv layers", group="pruning")
     ticket: str = setting("best_val", "which epoch's weights are a round's ticket: best_val (the best validation "
                                       "accuracy, the original's) or last (OpenLTH's)", group="pruning",
                           choices=TICKET_POLICIES)
@@ -158,9 +157,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, groups: Mapping[str, s
                 continue
             default = defaults.get(f.name, _default_of(f))
             flags = f.metadata["flags"] or (f"--{f.name}",)
-            help_text = f"{f.metadata['help']} (default {_describe(default)})"
-            if isinstance(default, bool):
-                group.add_argument(*flags, dest=f.name, action="store_true", default=default, help=help_text)
+            shown = "" if default is False else f" (default {_describe(default)})"  # store_true flags: off
+            help_text = f"{f.metadata['help']}{shown}"
+            if isinstance(default, bool):  # a flag that is on by default can be turned off: --no-<name>
+                action = argparse.BooleanOptionalAction if default else "store_true"
+                group.add_argument(*flags, dest=f.name, action=action, default=default, help=help_text)
             elif isinstance(default, list):
                 group.add_argument(*flags, dest=f.name, default=_describe(default), help=help_text)
             else:
@@ -168,9 +169,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, groups: Mapping[str, s
                                    choices=f.metadata["choices"], help=help_text)
 
 
-def config_from_args(args: argparse.Namespace, cls: type = IMPConfig, **overrides: Any) -> Any:
-    """A validated config from parsed flags: fields absent from ``args`` keep their defaults or ``overrides``."""
-    values: dict[str, Any] = {}
+def config_from_args(args: argparse.Namespace, cls: type = IMPConfig, defaults: Mapping[str, Any] | None = None,
+                     **overrides: Any) -> Any:
+    """A validated config from parsed flags; ``overrides`` win, fields absent from ``args`` take ``defaults``
+    (the script's) or the dataclass's."""
+    values: dict[str, Any] = dict(defaults or {})
     for f in dataclasses.fields(cls):
         if f.name in overrides:
             values[f.name] = overrides[f.name]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,11 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .choices import SEVERITIES
 from .data import Split
 from .device import derived_seed
 from .errors import UserError
+from .files import atomic_output
 
-SEVERITIES = (1, 2, 3, 4, 5)
 LABELS_FILE = "labels.npy"
 METADATA_FILE = "corruptions.json"
 
@@ -208,10 +208,8 @@ def corrupt(images: torch.Tensor, name: str, severity: int, generator: torch.Gen
 
 # ----------------------------------------------------------------------------- writing a CIFAR-C-like set
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "wb") as stream:
+    with atomic_output(path) as stream:
         np.save(stream, array)
-    os.replace(tmp, path)
 
 
 def corrupted_copy(split: Split, name: str, seed: int, device: torch.device, batch_size: int = 1000) -> np.ndarray:
@@ -245,6 +243,24 @@ def write_corrupted_set(split: Split, folder: str | os.PathLike, names: Sequence
 
 
 # ----------------------------------------------------------------------------- reading the official layout
+def _load_plain_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A numeric ``.npy`` array; an object array (it would need pickle, which can run code) or a damaged file is
+    a one-line error naming the file."""
+    try:
+        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error) or "Python objects" in str(error):
+            raise UserError(f"{path} holds an object array, which only pickle could load and which may run code: "
+                            f"it is refused as unsafe; write the images as a uint8 array (make_corrupted.py "
+                            f"does)") from None
+        raise UserError(f"{path} is not a readable .npy array ({error}); write it again") from None
+    except (OSError, EOFError) as error:
+        raise UserError(f"{path} is not a readable .npy array ({type(error).__name__}: {error}); write it again") from None
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise UserError(f"{path} holds {array.dtype} values, not numbers: not an image or label array")
+    return array
+
+
 class CorruptedSet:
     """A folder in the CIFAR-10-C layout; corruptions are the ``.npy`` files present besides ``labels.npy``."""
 
@@ -255,7 +271,7 @@ class CorruptedSet:
                             f"or point --ood_data to the extracted CIFAR-10-C folder")
         if not (self.folder / LABELS_FILE).is_file():
             raise UserError(f"corruption folder {self.folder} has no {LABELS_FILE}: not in the CIFAR-10-C layout")
-        self.labels = torch.from_numpy(np.load(self.folder / LABELS_FILE).astype(np.int64))
+        self.labels = torch.from_numpy(_load_plain_npy(self.folder / LABELS_FILE).astype(np.int64))
         if len(self.labels) % len(SEVERITIES):
             raise UserError(f"{self.folder / LABELS_FILE} holds {len(self.labels)} labels, not 5 severities x N")
         self.per_severity = len(self.labels) // len(SEVERITIES)
@@ -274,7 +290,7 @@ class CorruptedSet:
         path = self.folder / f"{name}.npy"
         if not path.is_file():
             raise UserError(f"{path} is missing: the folder lists {', '.join(self.names)}")
-        array = np.load(path, mmap_mode="r")
+        array = _load_plain_npy(path, mmap_mode="r")
         if array.shape[0] != len(self.labels) or array.ndim not in (3, 4):
             raise UserError(f"{path} holds {array.shape[0]} images of shape {array.shape[1:]}, expected "
                             f"{len(self.labels)} (5 severities x {self.per_severity}, as labels.npy) of (H, W[, C])")

@@ -8,6 +8,7 @@ module inside the model). ImageNet-sized folders go through :mod:`lotterypools.i
 from __future__ import annotations
 
 import gzip
+import importlib
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -131,9 +132,48 @@ def _download_cifar(cls, root: Path) -> None:
         pass
 
 
+# What CIFAR's python pickles may name: numpy arrays, dtypes and scalars, bytes (protocol 2 writes them through
+# _codecs.encode) and builtin containers. Anything else (os.system, subprocess, eval ...) would run code.
+_PLAIN_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+                  *((builtins, name) for builtins in ("builtins", "__builtin__")
+                    for name in ("set", "frozenset", "bytearray", "complex"))}
+# numpy's array rebuilders, by the module a pickle names (numpy.core before numpy 2, numpy._core since).
+_NUMPY_REBUILDERS = {(f"numpy.{core}.{module}", name): (module, name) for core in ("core", "_core")
+                     for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                                          ("numeric", "_frombuffer"))}
+
+
+class PlainDataUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain data only (arrays, lists, dicts, strings, bytes, numbers) and runs no code.
+
+    A pickle naming any other function or class is refused with a one-line :class:`UserError` naming the file.
+    """
+
+    def __init__(self, handle, path: Path):
+        super().__init__(handle, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _NUMPY_REBUILDERS:
+            return _numpy_rebuilder(*_NUMPY_REBUILDERS[module, name])
+        if (module, name) in _PLAIN_GLOBALS:
+            return super().find_class(module, name)
+        raise UserError(f"{self.path} is unsafe: it asks to load {module + '.' + name!r}, and a data file may hold only "
+                        f"plain data (arrays, lists, dicts, strings, numbers); delete it and download the data set again")
+
+
+def _numpy_rebuilder(module: str, name: str):
+    """``numpy._core.<module>.<name>`` (numpy >= 1.26), else ``numpy.core.<module>.<name>``."""
+    try:
+        found = importlib.import_module(f"numpy._core.{module}")
+    except ImportError:
+        found = importlib.import_module(f"numpy.core.{module}")
+    return getattr(found, name)
+
+
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as handle:
-        entry = pickle.load(handle, encoding="latin1")
+        entry = PlainDataUnpickler(handle, path).load()
     if not isinstance(entry, dict):
         raise ValueError(f"{path.name} holds a {type(entry).__name__}, not a dict")
     return entry

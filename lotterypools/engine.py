@@ -21,7 +21,9 @@ Two layers:
   change the result is refused (:func:`check_settings`).
 
 How PrAC plugs in (no new loop): subclass :class:`RoundPolicy`.
-  * ``plan(round_index, engine)`` returns a :class:`RoundPlan` with ``subset`` (training-split indices of
+  * ``plan(round_index, engine)`` is asked once per round, after the round's mask is in place
+    (``engine.model`` is the round's starting model; on resume, after ``load_state_dict``, with the resumed
+    model). It returns a :class:`RoundPlan` with ``subset`` (training-split indices of
     the round), ``with_indices=True`` (batches carry indices), the scaled ``epochs``/``milestones``/
     ``warmup``, ``start_epoch=0`` (a fresh optimiser and no schedule rewinding) and ``hooks``: a
     ``CorrectnessRecorder`` and an early-stop hook whose ``end_of_epoch`` returns True once the mask
@@ -35,16 +37,23 @@ How PrAC plugs in (no new loop): subclass :class:`RoundPolicy`.
   * ``state_dict()`` returns the extra checkpoint keys (``sequence``, ``remain_para``, ``distance_queue``,
     ``last_mask``, ``start_record``, ``prediction``); the engine stores them at the top level of every
     epoch's round checkpoint and gives them back to ``load_state_dict(state)`` on resume *before* asking
-    ``plan`` again, so a resumed round gets back its subset and scaled epoch count.
+    ``plan`` again, so a resumed round gets back its subset and scaled epoch count. Hooks' state that must
+    survive a kill (the correctness columns of the epochs already trained: ``prediction``; the distance
+    queue) goes there too, and ``plan`` must hand back hooks that carry the restored state.
   * ``start_weights(round_index, engine)`` may return other start weights (default: init / rewind).
 
-How FreeTickets plugs in: call :func:`fit` directly (no rounds). Build the model and SGD, and an lr
-schedule per phase (any ``LRScheduler``; :func:`optimizer_at` restores it on resume); pass a hook whose
-``after_backward`` reads the dense gradients and, every K steps (``step.step`` counts from the start of
-the run), updates the masks in ``after_step``; write a checkpoint in ``on_epoch`` (use
-``checkpoints.atomic_save``) and, to resume, call :func:`fit` again with ``start_epoch`` after the last
-saved epoch. EDST's phases are consecutive :func:`fit` calls (or one call with a per-phase schedule)
-whose ``on_epoch`` saves a ticket at the end of each refine phase.
+How FreeTickets plugs in, either way without a new loop:
+  * One :class:`IMPEngine` round (``pruning_times=1``) whose policy's :class:`RoundPlan` has the run's
+    ``epochs``, an ``lr_factor(epoch)`` for the phases (EDST: exploration at the full lr, then each refine
+    phase decays and starts again) and ``hooks``: a mask-update hook whose ``after_backward`` reads the dense
+    gradients and whose ``after_step`` changes the masks (``module.weight_mask``) every K steps
+    (``step.step`` counts from the start of the run, across resumes), and an ``end_of_epoch`` hook that saves
+    a ticket at the end of each phase. Round 0's sparse start comes from ``IMPEngine.initial_masks``. The
+    engine then gives per-epoch checkpoints (masks included, as ``weight_mask`` buffers), resume and the
+    settings check; its ``state_dict`` keeps the mask-update state.
+  * Or :func:`fit` directly: build the model and SGD with :func:`optimizer_at` (any schedule, restored on
+    resume), pass the hooks, write a checkpoint in ``on_epoch`` (``checkpoints.atomic_save``) and, to resume,
+    call :func:`fit` again with ``start_epoch`` after the last saved epoch.
 """
 
 from __future__ import annotations
@@ -134,13 +143,19 @@ def fit(model: nn.Module, batches: Callable[[int], Batches], optimizer: torch.op
 
 
 def optimizer_at(model: nn.Module, lr: float, momentum: float, weight_decay: float, milestones: Sequence[int],
-                 warmup: int, epoch: int, saved_optimizer: dict | None = None, saved_scheduler: dict | None = None):
-    """SGD and its step schedule at ``epoch``: restored from saved states, else stepped ``epoch`` times.
+                 warmup: int, epoch: int, saved_optimizer: dict | None = None, saved_scheduler: dict | None = None,
+                 lr_factor: Callable[[int], float] | None = None):
+    """SGD and its schedule at ``epoch``: restored from saved states, else stepped ``epoch`` times.
 
-    Stepping rewinds the learning rate with the weights (IMP with rewinding); ``epoch`` 0 is a fresh start.
+    The schedule is step decay at ``milestones`` after ``warmup`` epochs, or, with ``lr_factor``, the
+    learning rate ``lr * lr_factor(epoch)`` (any per-epoch schedule: FreeTickets' phases). Stepping rewinds
+    the learning rate with the weights (IMP with rewinding); ``epoch`` 0 is a fresh start.
     """
     optimizer = build_optimizer(model, lr, momentum, weight_decay)
-    scheduler = build_scheduler(optimizer, milestones, warmup)
+    if lr_factor is not None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    else:
+        scheduler = build_scheduler(optimizer, milestones, warmup)
     if saved_optimizer is not None:
         optimizer.load_state_dict(saved_optimizer)
         if saved_scheduler is not None:
@@ -160,7 +175,8 @@ class RoundPlan:
 
     ``start_epoch`` is where training and the schedule begin (rewinding starts later than 0); ``epochs``
     is where the round ends; ``subset`` (training-split indices, or ``None`` for all) is what it trains on,
-    with batches carrying sample indices when ``with_indices``; ``hooks`` join the engine's own.
+    with batches carrying sample indices when ``with_indices``; ``hooks`` join the engine's own;
+    ``lr_factor(epoch)`` replaces the step schedule (``milestones``, ``warmup``) by any per-epoch factor.
     """
 
     epochs: int
@@ -170,6 +186,7 @@ class RoundPlan:
     subset: torch.Tensor | None = None
     with_indices: bool = False
     hooks: list[TrainingHook] = field(default_factory=list)
+    lr_factor: Callable[[int], float] | None = None
 
 
 class RoundPolicy:
@@ -227,9 +244,9 @@ class Layout(Protocol):
     def describe_missing(self) -> str: ...
 
 
-def check_settings(path: Path, config: IMPConfig, write: bool = True) -> None:
+def check_settings(path: Path, config: IMPConfig, write: bool = True, compare: bool = True) -> None:
     """Refuse a run folder whose stored settings differ in what decides the result; store ours."""
-    saved = read_json(path)
+    saved = read_json(path) if compare else None
     if saved is not None:
         changed = changed_settings(saved, config)
         if changed:
@@ -259,6 +276,7 @@ class IMPEngine:
         self.log = log if self.is_main else (lambda message: None)
         self.progress = progress and self.is_main
         self._rewind_cache: Weights | None = None
+        self.model: nn.Module | None = None  # the current round's model, for the policy
 
     @property
     def save_dir(self) -> Path:
@@ -272,6 +290,30 @@ class IMPEngine:
         if present (OpenLTH's rerun-to-continue). ``checkpoint`` continues from that round checkpoint.
         """
         cfg = self.config
+        model, progress, plan = self._starting_point(resume, checkpoint)
+        while True:
+            round_index = progress.round
+            trained = not (progress.stopped or progress.next_epoch >= plan.epochs)
+            if trained:
+                self._train_round(model, progress, plan)
+            if trained or not self.layout.round_closed(round_index):
+                self._close_round(model, progress, plan)
+            self.policy.end_of_round(round_index, model, self)
+            self._barrier()
+            if round_index + 1 >= cfg.pruning_times:
+                break
+            model = self._next_ticket(model, round_index + 1)
+            plan = self._plan(round_index + 1, model)
+            progress = self._start_round(model, round_index + 1, plan)
+        summary = self.summary()
+        best = cfg.ticket == "best_val"
+        self.log(format_table(summary, ["round", "density", "best_val_acc" if best else "val_acc", "test_acc",
+                                        "best_epoch" if best else "ticket_epoch", "epochs", "seconds"]))
+        return summary
+
+    def _starting_point(self, resume: bool | None,
+                        checkpoint: Path | None) -> tuple[nn.Module, RoundProgress, RoundPlan]:
+        """The model, progress and plan to continue from (the resume rule), or round 0's; settings checked first."""
         holds = self.layout.holds_run()
         if resume is False and holds:
             raise UserError(f"{self.save_dir} already holds an IMP run; pass --resume to continue it or choose "
@@ -279,36 +321,20 @@ class IMPEngine:
         progress = self._progress_to_continue(checkpoint) if (resume or (resume is None and holds)) else None
         if resume and progress is None and not self.layout.settings_path.exists():
             raise UserError(f"--resume: {self.layout.describe_missing()}; start without --resume")
-        check_settings(self.layout.settings_path, cfg, write=False)
+        if progress is not None or resume:
+            check_settings(self.layout.settings_path, self.config, write=False)
         self._barrier()
         if progress is not None:
             self.policy.load_state_dict(progress.extra)
             model = self._model_from(progress)  # fails, changing nothing, when the weights do not fit
             self.log(f"resuming round {progress.round} after epoch {progress.next_epoch}")
         if self.is_main:
-            check_settings(self.layout.settings_path, cfg, write=True)
-        if progress is None:
-            model, progress = self._first_round()
-        round_index = progress.round
-        while True:
-            plan = self.policy.plan(round_index, self)
-            if not (progress.stopped or progress.next_epoch >= plan.epochs):
-                self._train_round(model, progress, plan)
-            if not self.layout.round_closed(round_index):
-                self._close_round(model, progress, plan)
-            self.policy.end_of_round(round_index, model, self)
-            self._barrier()
-            if round_index + 1 >= cfg.pruning_times:
-                break
-            round_index += 1
-            model = self._next_ticket(model, round_index)
-            progress = RoundProgress(round_index, self.policy.plan(round_index, self).start_epoch, empty_result())
-            self._start_round(model, progress)
-        summary = self.summary()
-        best = cfg.ticket == "best_val"
-        self.log(format_table(summary, ["round", "density", "best_val_acc" if best else "val_acc", "test_acc",
-                                        "best_epoch" if best else "ticket_epoch", "epochs", "seconds"]))
-        return summary
+            check_settings(self.layout.settings_path, self.config, write=True, compare=False)
+        if progress is not None:
+            return model, progress, self._plan(progress.round, model)
+        model = self._first_round()
+        plan = self._plan(0, model)
+        return model, self._start_round(model, 0, plan), plan
 
     def summary(self) -> list[dict]:
         """The finished rounds' records."""
@@ -324,7 +350,7 @@ class IMPEngine:
         model = self.model_factory().to(self.device)
         return prepare_model(model, self.config.channels_last, self.config.compile)
 
-    def _first_round(self) -> tuple[nn.Module, RoundProgress]:
+    def _first_round(self) -> nn.Module:
         torch.manual_seed(self.config.seed)
         model = self.build_model()
         initial = self.initial_weights()
@@ -337,9 +363,7 @@ class IMPEngine:
         masks = self.initial_masks()
         if masks:
             apply_masks(model, masks)
-        progress = RoundProgress(0, 0, empty_result())
-        self._start_round(model, progress)
-        return model, progress
+        return model
 
     def initial_weights(self) -> Weights | None:
         """Round 0's start weights; ``None``: the seeded initialisation (retraining gives a checkpoint's)."""
@@ -349,10 +373,16 @@ class IMPEngine:
         """Round 0's masks; ``None``: dense (retraining trains a fixed subnetwork)."""
         return None
 
-    def _start_round(self, model: nn.Module, progress: RoundProgress) -> None:
+    def _plan(self, round_index: int, model: nn.Module) -> RoundPlan:
+        """The policy's plan, asked once per round with ``self.model`` the round's starting (or resumed) model."""
+        self.model = model
+        return self.policy.plan(round_index, self)
+
+    def _start_round(self, model: nn.Module, round_index: int, plan: RoundPlan) -> RoundProgress:
         if self.is_main:
-            self.layout.write_start(progress.round, progress.next_epoch, model)
+            self.layout.write_start(round_index, plan.start_epoch, model)
         self._barrier()
+        return RoundProgress(round_index, plan.start_epoch, empty_result())
 
     def _progress_to_continue(self, checkpoint: Path | None) -> RoundProgress | None:
         if checkpoint is not None:
@@ -370,7 +400,7 @@ class IMPEngine:
         """SGD and its schedule at ``progress.next_epoch``: restored when resuming, else stepped there (rewinding)."""
         cfg = self.config
         return optimizer_at(model, cfg.lr, cfg.momentum, cfg.weight_decay, plan.milestones, plan.warmup,
-                            progress.next_epoch, progress.optimizer, progress.scheduler)
+                            progress.next_epoch, progress.optimizer, progress.scheduler, plan.lr_factor)
 
     def _train_round(self, model: nn.Module, progress: RoundProgress, plan: RoundPlan) -> None:
         cfg = self.config

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
+from .choices import POOL_METHODS as METHODS
 from .checkpoints import atomic_save, join_pruned_state
 from .errors import UserError
 from .masks import magnitude_masks
@@ -18,7 +19,6 @@ from .pools import (PoolEvaluator, PoolResult, PoolRule, PoolSearch, candidate_o
 from .tickets import TicketStore
 from .results import log
 
-METHODS = ("Lottery_pools", "interpolate_swa", "interpolate_ema", "liner_inter")
 LINE_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
 ExtraMetrics = Callable[[dict], dict]
 

@@ -15,11 +15,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision import datasets, transforms
 
+from .choices import PAPER_VAL_SIZE
 from .errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PAPER_VAL_SIZE = 26000
 
 
 def test_transform(input_size: int = 224) -> transforms.Compose:
@@ -28,9 +28,16 @@ def test_transform(input_size: int = 224) -> transforms.Compose:
                                transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
+# OpenLTH's ImageNet crop (open_lth datasets/imagenet.py): 10-100% of the image area, aspect ratio 0.8-1.25
+# (torchvision's defaults, 8-100% and 3/4-4/3, differ).
+OPENLTH_CROP_SCALE = (0.1, 1.0)
+OPENLTH_CROP_RATIO = (0.8, 1.25)
+
+
 def train_transform(input_size: int = 224) -> transforms.Compose:
     """Random resized crop and horizontal flip, normalise (OpenLTH's ImageNet training augmentation)."""
-    return transforms.Compose([transforms.RandomResizedCrop(input_size), transforms.RandomHorizontalFlip(),
+    crop = transforms.RandomResizedCrop(input_size, scale=OPENLTH_CROP_SCALE, ratio=OPENLTH_CROP_RATIO)
+    return transforms.Compose([crop, transforms.RandomHorizontalFlip(),
                                transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
@@ -122,7 +129,12 @@ def batchnorm_loader(dataset: Dataset, batch_size: int, workers: int, device: to
 
 def training_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device, seed: int,
                     rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DistributedSampler]:
-    """Shuffled training batches of this process's share; call ``sampler.set_epoch(epoch)`` every epoch."""
+    """Shuffled training batches of this process's share; call ``sampler.set_epoch(epoch)`` every epoch.
+
+    Workers start afresh each epoch (not persistent), seeded from ``loader.generator``: setting it per epoch
+    makes the augmentation of an epoch independent of the epochs before (a resumed run repeats it).
+    """
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, **_loader_options(workers, device))
+    options = {**_loader_options(workers, device), "persistent_workers": False}
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, **options)
     return loader, sampler

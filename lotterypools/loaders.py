@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 
-from .config import LOADERS
+from .choices import LOADERS
 from .data import DatasetSpec, Split
 from .errors import UserError
 

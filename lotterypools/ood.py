@@ -1,4 +1,4 @@
-"""Out-of-distribution accuracy on a corrupted test set (CIFAR-10-C layout): flags, evaluation, table."""
+"""Out-of-distribution accuracy on a corrupted test set (CIFAR-10-C layout): evaluation and table (flags in :mod:`lotterypools.cli`)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,13 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .corruptions import SEVERITIES, CorruptedSet, check_severities
+from .cli import add_ood_arguments  # noqa: F401 (moved to the torch-free cli; kept importable here)
+from .corruptions import CorruptedSet, check_severities
 from .data import BatchSource
 from .results import format_table
 from .training import evaluate
 
 Weights = dict[str, torch.Tensor]
-
-
-def add_ood_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    group = parser.add_argument_group("out-of-distribution evaluation")
-    group.add_argument("--ood_data", default=None, required=required,
-                       help="folder in the CIFAR-10-C layout (<corruption>.npy + labels.npy): the official "
-                            "CIFAR-10-C/100-C or one written by make_corrupted.py" +
-                            ("" if required else " (default none: no OOD evaluation)"))
-    group.add_argument("--corruptions", nargs="+", default=None,
-                       help="corruptions to evaluate (default every .npy in --ood_data)")
-    group.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES),
-                       help="severities 1..5 to evaluate (default all five)")
 
 
 @dataclass

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .checkpoints import RoundProgress, TicketFile, atomic_save, load_file, split_pruned_state, state_dict_of
+from .checkpoints import (RoundProgress, TicketFile, atomic_save, check_rounds_without_gaps, load_file,
+                          split_pruned_state, state_dict_of)
 from .errors import UserError
 from .masks import Masks, density, kept_count, masks_of, prunable_names
 from .results import read_json, write_json
@@ -85,10 +86,7 @@ def level_files(root: str | os.PathLike) -> list[TicketFile]:
     if not levels:
         raise UserError(f"{root} holds no OpenLTH 'level_<k>/main' folders; pass the --save_dir of an OpenLTH or "
                         f"main_imp.py run")
-    gaps = sorted(set(range(levels[-1] + 1)) - set(levels))
-    if gaps:
-        raise UserError(f"{root} has no level_{gaps[0]} folder but has level_{levels[-1]}: levels must run "
-                        f"0..{levels[-1]} without gaps; copy the missing level or finish main_imp.py")
+    check_rounds_without_gaps(levels, root)
     ends = {}
     for level in levels:
         epochs = model_epochs(level_dir(root, level))

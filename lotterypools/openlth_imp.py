@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .config import OPENLTH_IMAGENET_DEFAULTS, IMPConfig
+from .device import derived_seed
 from .distributed import DistributedContext, evaluate_sharded
 from .engine import IMPEngine, RoundPolicy
 from .errors import UserError
@@ -65,6 +66,12 @@ class ShardedTrainData:
             self._cached = (key, loader, sampler)
         _, loader, sampler = self._cached
         sampler.set_epoch(epoch)
+        # Augmentation draws depend only on (seed, level, epoch, rank), so a resumed level repeats them: the
+        # workers' seeds come from the loader's generator, the main process's (-j0) from the global generator.
+        augmentation_seed = derived_seed(self.seed, round_index, epoch, self.context.rank)
+        loader.generator = torch.Generator().manual_seed(augmentation_seed)
+        if self.workers == 0:
+            torch.manual_seed(augmentation_seed)
         if with_indices:
             return SubsetIndices(loader, None if subset is None else torch.as_tensor(subset, dtype=torch.long))
         return loader

@@ -1,4 +1,4 @@
-"""Flags and set-up shared by the Lottery Pools scripts (CIFAR and ImageNet)."""
+"""Set-up shared by the Lottery Pools scripts (CIFAR and ImageNet); their flags are in :mod:`lotterypools.cli`."""
 
 from __future__ import annotations
 
@@ -8,41 +8,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .cli import PAPER_COEFFICIENTS
+from .cli import add_pool_arguments  # noqa: F401 (moved to the torch-free cli; kept importable here)
 from .data import BatchSource, DataSplits, fixed_batches, resident_split
-from .experiment import METHODS, check_pool_settings, evaluate_tickets, run_linear_paths, run_pool_method
+from .experiment import check_pool_settings, evaluate_tickets, run_linear_paths, run_pool_method
 from .pool_results import PoolResultsFile
-from .ood import OODBenchmark, add_ood_arguments, ood_table
+from .ood import OODBenchmark, ood_table
 from .pools import PoolEvaluator
 from .tickets import TicketStore
 from .results import log
-
-
-def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Lottery Pools")
-    group.add_argument("--interpolate_method", default="Lottery_pools", choices=METHODS,
-                       help="Lottery_pools (greedy interpolation), interpolate_swa, interpolate_ema, or liner_inter "
-                            "(linear paths between consecutive tickets) (default Lottery_pools)")
-    group.add_argument("--search_num", type=int, default=3,
-                       help="size of the candidate pool counting the target, as the original: search_num-1 "
-                            "candidates (default 3; the paper uses all tickets, e.g. 19)")
-    group.add_argument("--interpolation_value_list", type=float, nargs="+", default=PAPER_COEFFICIENTS,
-                       help="coefficients alpha tried on each candidate; 0.5 alone gives Lottery Pools (average) "
-                            "(default the paper's 11 values 0.05 ... 0.95)")
-    group.add_argument("--EMA_value", type=float, default=0.95,
-                       help="EMA weight on the incoming ticket for interpolate_ema (default 0.95, the paper's)")
-    group.add_argument("--rewind_epoch", type=int, default=None, help="kept for compatibility; not used by the search")
-    group.add_argument("--bn_batches", type=int, default=0,
-                       help="recompute BN statistics on this many fixed, seeded training batches instead of a full "
-                            "pass over the training split (default 0: full pass, as the original)")
-    group.add_argument("--prune_mode", default="during", choices=("during", "after"),
-                       help="re-prune after every interpolation (during, the paper's) or once at the end (after)")
-    group.add_argument("--targets", type=int, nargs="+", default=None, help="only these target rounds (default all)")
-    group.add_argument("--save_pooled", action="store_true",
-                       help="write every pooled ticket to <save_dir>/<method>/<k>model_SA_best.pth.tar")
-    group.add_argument("--inference", action="store_true",
-                       help="evaluate the tickets first (always done; kept for compatibility)")
-    add_ood_arguments(parser)
 
 
 def validate_pool_args(args: argparse.Namespace) -> None:

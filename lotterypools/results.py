@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -16,6 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .files import atomic_output  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -27,12 +28,8 @@ def log(message: str) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text to a temporary file beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(tmp, path)
+    with atomic_output(path) as stream:
+        stream.write(text.encode())
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

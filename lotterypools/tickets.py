@@ -9,7 +9,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from .checkpoints import TicketFile, check_compatible, load_file, split_pruned_state, state_dict_of
+from .checkpoints import (MismatchError, TicketFile, check_compatible, check_same_data, load_file, split_pruned_state,
+                          state_dict_of)
 from .errors import UserError
 from .masks import Masks, density, kept_count
 
@@ -69,7 +70,23 @@ class TicketStore:
         self.reference, self.what, self.reader, self.capacity = reference, what, reader, capacity
         self._cache: OrderedDict[int, tuple[Weights, Masks]] = OrderedDict()
         self._paths = {f.round: f.path for f in files}
-        self.tickets = [self._describe(f) for f in files]
+        self.tickets = self._describe_folder(files)
+
+    def _describe_folder(self, files: list[TicketFile]) -> list[Ticket]:
+        """Every ticket described; a folder whose tickets fit the model only in part mixes runs: one line says so."""
+        tickets, misfits = [], []
+        for file in files:
+            try:
+                tickets.append(self._describe(file))
+            except MismatchError as error:
+                misfits.append(error)
+        if misfits and tickets:
+            raise UserError(f"ticket folder {files[0].path.parent} mixes runs of different data sets or architectures: "
+                            f"{tickets[0].path.name} fits {self.what}, but {misfits[0]}; keep one run's tickets per "
+                            f"folder")
+        if misfits:
+            raise misfits[0]
+        return tickets
 
     def _describe(self, file: TicketFile) -> Ticket:
         weights, masks = self.load(file.round)
@@ -88,6 +105,7 @@ class TicketStore:
         path = self._paths[round_index]
         weights, masks = self.reader(path)
         check_compatible(weights, self.reference, path, self.what)
+        check_same_data(weights, self.reference, path, self.what)
         weights = {k: v.to(self.reference[k].dtype) if v.is_floating_point() else v for k, v in weights.items()}
         self._cache[round_index] = (weights, masks)
         while len(self._cache) > self.capacity:

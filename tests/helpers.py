@@ -151,9 +151,15 @@ def write_cifar(root: Path, name: str, train: int = 5050, test: int = 40, seed: 
 
 
 # ---------------------------------------------------------------- scripts
+def script_env() -> dict[str, str]:
+    """The environment of a script run in a subprocess: this checkout's package first (also from a git worktree)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+
 def run_script(script: str, *args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``CIFAR/<script>`` with this interpreter; output captured as text."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env = script_env()
     return subprocess.run([sys.executable, str(REPO / "CIFAR" / script), *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=timeout)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 
 import pytest
@@ -126,3 +127,38 @@ def test_conv4_reaches_85_percent_on_real_fashion_mnist_in_two_epochs(tmp_path, 
     factory = lambda: build_model("conv4", spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
     summary = IMPRun(config, factory, data, CPU, tmp_path / "run", log=lambda line: None, progress=False).run()
     assert summary[0]["test_acc"] >= 85.0
+
+
+class RunsAShellCommand:
+    """A pickled object whose loading would run a shell command (as a malicious batches.meta would)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("victim", ["batches.meta", "data_batch_2", "test_batch"])
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_cifar_pickle_that_would_run_code_is_refused_as_unsafe(tmp_path, victim, protocol):
+    write_cifar(tmp_path, "cifar10", train=5010, test=10)
+    path = tmp_path / "cifar-10-batches-py" / victim
+    marker = tmp_path / "code-was-run"
+    path.write_bytes(pickle.dumps({"label_names": RunsAShellCommand(marker)}, protocol=protocol))
+    with pytest.raises(UserError) as caught:
+        load_dataset("cifar10", tmp_path, download=False)
+    message = str(caught.value)
+    assert "\n" not in message and "unsafe" in message and str(path) in message and "system" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_plain_cifar_pickles_of_every_protocol_load(tmp_path, protocol):
+    written = write_cifar(tmp_path, "cifar100", train=5010, test=10)
+    folder = tmp_path / "cifar-100-python"
+    for name in ("train", "test", "meta"):
+        entry = pickle.loads((folder / name).read_bytes())
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=protocol))
+    data = load_dataset("cifar100", tmp_path, download=False)
+    assert torch.equal(data.test.images, torch.from_numpy(written["test_x"]))

@@ -14,7 +14,8 @@ from lotterypools.masks import density
 from lotterypools.openlth import OpenLTHLayout
 from lotterypools.sources import SplitEvaluator, SplitTrainData
 from lotterypools.training import CorrectnessRecorder, TrainingHook
-from helpers import CPU, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
+from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
+from test_cli_errors import user_error
 
 
 class Killed(Exception):
@@ -262,3 +263,97 @@ def test_config_defaults_are_the_cifar_scripts():
 
 def test_tiny_imp_run_is_the_engine(tmp_path):
     assert isinstance(tiny_imp_run(tmp_path / "run"), IMPEngine)
+
+
+def cli_run_flags(cli_run, **changes: str) -> list[str]:
+    """The flags that made the ``cli_run`` fixture's run, with ``changes`` (flag name -> value)."""
+    flags = {"data": str(cli_run.parent / "data"), "dataset": "fashionmnist", "arch": "conv2", "epochs": "2",
+             "pruning_times": "2", "prune_type": "rewind_lt", "rewind_epoch": "1", "batch_size": "32",
+             "decreasing_lr": "1", "device": "cpu", "seed": "3", "save_dir": str(cli_run)}
+    flags.update(changes)
+    return [item for name, value in flags.items() for item in (f"--{name}", value)] + ["--no_download"]
+
+
+def test_main_imp_resume_with_other_epochs_is_refused_and_changes_nothing(main_imp, capsys, cli_run):
+    before = folder_snapshot(cli_run)
+    err = user_error(main_imp, cli_run_flags(cli_run, epochs="3") + ["--resume"], capsys)
+    assert "other settings (epochs 2 -> 3)" in err
+    assert folder_snapshot(cli_run) == before
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("batch_size", "0", "--batch_size 0 must be at least 1"), ("lr", "-0.1", "--lr -0.1 must be positive"),
+    ("warmup", "-3", "--warmup -3 must be 0 or more"),
+])
+def test_main_imp_bad_training_flags_are_one_line_errors(main_imp, capsys, tmp_path, flag, value, message):
+    err = user_error(main_imp, ["--data", str(tmp_path / "nowhere"), "--dataset", "fashionmnist", "--arch", "conv2",
+                                  "--device", "cpu", "--save_dir", str(tmp_path / "run"), f"--{flag}", value], capsys)
+    assert message in err
+    assert not (tmp_path / "run").exists()
+
+
+class SwapEveryThreeSteps(TrainingHook):
+    """A dynamic-sparse-training stand-in: every 3 steps the first conv drops its smallest active weight and
+    grows the inactive one with the largest dense gradient (read in after_backward, applied after the step)."""
+
+    def __init__(self):
+        self.grad, self.updates = None, 0
+
+    def after_backward(self, step):
+        module = step.model.features[0]
+        self.grad = module.weight_orig.grad.detach().clone() if step.step % 3 == 0 else None
+
+    def after_step(self, step):
+        if self.grad is None:
+            return
+        module = step.model.features[0]
+        with torch.no_grad():
+            mask = module.weight_mask.view(-1)
+            active = torch.where(mask > 0, module.weight_orig.view(-1).abs(), torch.full_like(mask, float("inf")))
+            grown = torch.where(mask == 0, self.grad.view(-1).abs(), torch.full_like(mask, -1.0)).argmax()
+            mask[active.argmin()] = 0.0
+            mask[grown] = 1.0
+            module.weight_orig.view(-1)[grown] = 0.0  # a grown weight starts at zero
+        self.updates += 1
+
+
+class SparseRun(RoundPolicy):
+    """FreeTickets-like: one round of 4 epochs, lr 1x for two epochs then 0.1x (an EDST-style phase)."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def plan(self, round_index, engine):
+        return RoundPlan(epochs=4, milestones=[], lr_factor=lambda epoch: 1.0 if epoch < 2 else 0.1,
+                         hooks=[self.hook])
+
+
+class HalfDenseStart(IMPEngine):
+    def initial_masks(self):
+        model = tiny_model_factory()()
+        return {"features.0.weight": (torch.arange(model.features[0].weight.numel()) % 2).float()
+                .view_as(model.features[0].weight)}
+
+
+def sparse_engine(folder, hook, hooks=()):
+    config = tiny_config(pruning_times=1, prune_type="lt", epochs=4)
+    data = tiny_splits()
+    return HalfDenseStart(config, tiny_model_factory(), SplitTrainData(data, 16, CPU, config.seed),
+                          SplitEvaluator(data, CPU), OriginalLayout(folder, config, plot_curves=False), CPU,
+                          policy=SparseRun(hook), hooks=hooks, log=lambda line: None, progress=False)
+
+
+def test_a_sparse_training_run_with_phases_and_mask_updates_resumes_exactly(tmp_path):
+    hook = SwapEveryThreeSteps()
+    sparse_engine(tmp_path / "whole", hook).run(resume=False)
+    assert hook.updates >= 8
+    saved = load_file(paths.round_checkpoint(tmp_path / "whole", 0))
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.005)  # 0.05 x 0.1 after epoch 2
+    _, masks = split_pruned_state(saved["state_dict"])
+    start = (torch.arange(masks["features.0.weight"].numel()) % 2).float().view_as(masks["features.0.weight"])
+    assert not torch.equal(masks["features.0.weight"], start) and masks["features.0.weight"].sum() == start.sum()
+    with pytest.raises(Killed):
+        sparse_engine(tmp_path / "cut", SwapEveryThreeSteps(), hooks=[KillAfter(3)]).run(resume=False)
+    sparse_engine(tmp_path / "cut", SwapEveryThreeSteps()).run(resume=True)
+    assert_same_states([state_of(paths.round_checkpoint(tmp_path / "whole", 0))],
+                       [state_of(paths.round_checkpoint(tmp_path / "cut", 0))])

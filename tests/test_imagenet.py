@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from lotterypools.imagefolder import held_out_indices, held_out_size, load_image
 from lotterypools.masks import density, magnitude_masks, prunable_names
 from lotterypools.models import build_imagenet_model
 from lotterypools.tickets import TicketStore
+
+from helpers import script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = ROOT / "ImageNet"
@@ -42,11 +43,11 @@ def write_image_folder(root: Path, per_class_train: int = 10, per_class_val: int
     return root
 
 
-def write_tickets(root: Path, arch: str = TINY_ARCH, levels: int = 3, epoch: int = 4) -> Path:
+def write_tickets(root: Path, arch: str = TINY_ARCH, levels: int = 3, epoch: int = 4, classes: int = CLASSES) -> Path:
     """Tickets in OpenLTH's layout: seeded weights, magnitude masks of density 0.8^k over conv and fc."""
     for level in range(levels):
         torch.manual_seed(level)
-        model = build_imagenet_model(arch, CLASSES, 32)
+        model = build_imagenet_model(arch, classes, 32)
         names = prunable_names(model, include_linear=True)
         state = model.state_dict()
         total = sum(state[n].numel() for n in names)
@@ -64,8 +65,8 @@ def free_port() -> int:
 
 
 def run_script(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], cwd=IMAGENET, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([sys.executable, *args], cwd=IMAGENET, capture_output=True, text=True, timeout=timeout,
+                          env=script_env())
 
 
 def pool_args(data: Path, tickets: Path, results: Path) -> list[str]:
@@ -120,7 +121,7 @@ def test_level_folder_errors(tmp_path):
     openlth.level_dir(root, 2).rmdir()
     (root / "level_2").rmdir()
     (root / "level_1").rename(root / "level_3")
-    with pytest.raises(UserError, match="no level_1 folder"):
+    with pytest.raises(UserError, match="has no ticket of round 1 .OpenLTH: level_1. but has round 3"):
         openlth.level_files(root)
 
 
@@ -243,11 +244,8 @@ def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(UserError, match="local rank 1 has no GPU of its own .1 visible.: lower --nproc_per_node to 1"):
         init_distributed("auto", local_rank=1)
-    sys.path.insert(0, str(IMAGENET))
-    try:
-        import multiproc
-    finally:
-        sys.path.remove(str(IMAGENET))
+    from lotterypools.commands import multiproc
+
     with pytest.raises(UserError, match="--nproc_per_node 2 is more than the 1 GPUs here"):
         multiproc.check_devices(2, ["--save_dir", "x"])
     multiproc.check_devices(2, ["--device", "cpu"])
@@ -276,3 +274,43 @@ def test_main_imp_on_two_processes_trains_and_a_rerun_with_more_levels_continues
     masks = {k: v.float() for k, v in load_file(openlth.mask_path(save, 1)).items()}
     final = load_file(openlth.model_path(save, 1, 2))
     assert abs(density(masks) - 0.8) < 1e-3 and all(torch.all(final[k][masks[k] == 0] == 0) for k in masks)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_killed_imagenet_level_resumes_to_the_uninterrupted_tickets(data, tmp_path, workers):
+    from lotterypools.distributed import init_distributed
+    from lotterypools.openlth_imp import LevelRun, openlth_config
+    from lotterypools.training import TrainingHook
+
+    class Killed(Exception):
+        pass
+
+    class KillAfter(TrainingHook):
+        def __init__(self, count):
+            self.count, self.seen = count, 0
+
+        def end_of_epoch(self, epoch, model, stats):
+            self.seen += 1
+            if self.seen == self.count:
+                raise Killed
+            return False
+
+    splits = load_image_folders(data, 6, input_size=32, warn=lambda message: None)
+    config = openlth_config(arch=TINY_ARCH, epochs=3, batch_size=9, lr=0.05, milestones=[2], warmup=1, levels=1,
+                            rewind_epoch=1, workers=workers)
+    context = init_distributed("cpu")
+
+    def run(folder, hooks=()):
+        factory = lambda: build_imagenet_model(TINY_ARCH, CLASSES, 32)
+        return LevelRun(config, factory, splits, context, folder, hooks=hooks, log=lambda line: None,
+                        progress=False).run()
+
+    run(tmp_path / "whole")
+    with pytest.raises(Killed):
+        run(tmp_path / "cut", hooks=[KillAfter(5)])  # level 1, after its first epoch
+    assert openlth.checkpoint_path(tmp_path / "cut", 1).exists()
+    run(tmp_path / "cut")
+    for level in (0, 1):
+        a = load_file(openlth.model_path(tmp_path / "whole", level, 3))
+        b = load_file(openlth.model_path(tmp_path / "cut", level, 3))
+        assert all(torch.equal(a[k], b[k]) for k in a), level

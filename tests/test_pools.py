@@ -45,7 +45,8 @@ def write_tickets(folder: Path, count: int, rate: float = 0.2, seed: int = 0) ->
     names = [k for k in reference.state_dict() if k.endswith(".weight") and reference.state_dict()[k].dim() == 4]
     paths = []
     for round_index in range(count):
-        weights = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
+        # trained weights differ per round; the normalisation buffers (the data set's mean and std) never do
+        weights = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() and not k.startswith("normalize.") else v
                    for k, v in reference.state_dict().items()}
         total = sum(weights[n].numel() for n in names)
         masks = {} if round_index == 0 else magnitude_masks(weights, names, round(total * (1 - rate) ** round_index))

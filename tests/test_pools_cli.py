@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import script_env
 from test_pools import write_tickets
 
 SCRIPT = Path(__file__).resolve().parents[1] / "CIFAR" / "Lottery_pools.py"
@@ -30,7 +31,8 @@ def run_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+                          env=script_env())
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -147,6 +147,7 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     from ..data import dataset_spec, load_dataset
     from ..device import resolve_device, seed_everything
     from ..errors import UserError
+    from ..files import check_writable_folder
     from ..freetickets import FreeTicketsRun, RunConfig, cifar_feeds
     from ..models import build_model
     from ..results import format_table, log
@@ -160,6 +161,7 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
         raise UserError("main_PF.py needs --pretrain <dense model file> (e.g. from main_individual.py)")
     start = load_pretrain(args.pretrain, factory, args.model, args.data) if method == "PF" else None
     save_dir = Path(args.save_dir) if args.save_dir else default_save_dir(args, method, config.density)
+    check_writable_folder(save_dir, "--save_dir")
     device = resolve_device(args.device)
     seed_everything(args.seed)
     data = load_dataset(args.data, args.data_dir, download=not args.no_download)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli import add_imagenet_arguments
 from ..errors import UserError, cli_entry
 from .freetickets_common import add_sparse_arguments, sparse_config
 
@@ -24,11 +25,10 @@ INIT_CONFIGS = ("classic", "fanin")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..imagenet_cli import add_imagenet_arguments
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_imagenet_arguments(parser, default_seed=17, save_dir_default="save",
-                           save_dir_help="folder for the tickets checkpoint-<k>.pth.tar (default save, as the original)")
+    add_imagenet_arguments(parser, default_seed=17)
+    parser.add_argument("--save_dir", default="save",
+                        help="folder for the tickets checkpoint-<k>.pth.tar (default save, as the original)")
     train = parser.add_argument_group("training (the original ImageNet/main.py's flags)")
     train.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
                        help="batch size per process (default 64)")
@@ -58,6 +58,7 @@ def main(argv=None) -> list[dict]:
     from pathlib import Path
 
     from ..distributed import close_distributed
+    from ..files import check_writable_folder
     from ..freetickets import DataFeeds, FreeTicketsRun, RunConfig, imagenet_plan
     from ..imagenet_cli import imagenet_model_factory, load_imagefolder_data, start_processes
     from ..openlth_imp import ShardedEvaluator, ShardedTrainData
@@ -67,12 +68,13 @@ def main(argv=None) -> list[dict]:
     m = args.multiplier
     plan = imagenet_plan(args.epochs * m, args.epochs_explo * m, args.epochs_refine * m, args.lr, args.warmup * m)
     args.arch = ARCH_ALIASES.get(args.arch, args.arch)
+    check_writable_folder(Path(args.save_dir), "--save_dir")
     context = start_processes(args)
     data = load_imagefolder_data(args, context)
     factory = initialised(imagenet_model_factory(args, data.num_classes), args.model_config)
     train = ShardedTrainData(data.train, args.batch_size * context.world_size, args.workers, context, args.seed)
     feeds = DataFeeds(train=lambda epoch: train.batches(0, epoch), steps=len(train.batches(0, 0)),
-                      evaluate=ShardedEvaluator(data, context, args.workers, args.fp16))
+                      evaluate=ShardedEvaluator(data, context, args.workers, args.amp))
     run_config = RunConfig(method="EDST-ImageNet", model=args.arch, data="imagenet", seed=args.seed,
                            batch_size=args.batch_size * context.world_size, lr=args.lr, momentum=args.momentum,
                            l2=args.weight_decay, sparse=True, sparse_config=config,

@@ -25,7 +25,11 @@ def _features(config: list, in_channels: int) -> nn.Sequential:
 
 
 class CifarVGG(nn.Module):
-    """``features`` + adaptive average pool to 1x1 + one linear ``classifier``."""
+    """``features`` + adaptive average pool to 1x1 + one linear ``classifier``.
+
+    Initialised as the original: convs kaiming normal (fan_out) with zero bias, BN weight 1 and bias 0, the
+    classifier normal with std 0.01 and zero bias.
+    """
 
     def __init__(self, config: list, num_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -36,6 +40,9 @@ class CifarVGG(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):  # the original's (and torchvision's) VGG classifier init
+                nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
