@@ -206,3 +206,20 @@ def test_wide_resnet_by_name():
     assert sum(p.numel() for p in build_model("wrn-28-10", 10).parameters()) == 36_479_194
     with pytest.raises(UserError, match="depth 6n\\+4"):
         build_model("wrn-27-10", 10)
+
+
+@pytest.mark.parametrize("arch", sorted(__import__("lotterypools.models", fromlist=["x"]).CIFAR_ARCHITECTURES) + ["wrn-10-1"])
+def test_every_registry_model_gets_exact_masks_and_updates(arch):
+    if arch == "wrn-28-10":
+        arch = "wrn-16-1"  # the same code path, a thousand times fewer weights
+    torch.manual_seed(0)
+    model = build_model(arch, 10, 1, (0.5,), (0.5,), 28)
+    config = SparseConfig(density=0.1, sparse_init="ERK", growth="gradient")
+    masked = MaskedWeights(model, initial_masks(model, config, seed=0))
+    masked.apply()
+    total = sum(m.numel() for m in masked.masks.values())
+    assert sum(masked.counts().values()) == round(0.1 * total)
+    model(torch.randn(2, 1, 28, 28)).logsumexp(1).sum().backward()
+    counts = masked.counts()
+    MaskUpdater(masked, config, total_steps=1).update(0.5, None, 0)
+    assert masked.counts() == counts
