@@ -110,7 +110,7 @@ def fit(model: nn.Module, batches: Callable[[int], Batches], optimizer: torch.op
         scheduler: Any, device: torch.device, *, start_epoch: int, epochs: int,
         evaluate: Evaluator | None = None, hooks: Sequence[TrainingHook] = (), amp: bool = False,
         train_module: nn.Module | None = None, on_epoch: Callable[[EpochResult], None] | None = None,
-        describe: Callable[[int], str | None] = lambda epoch: None) -> list[EpochResult]:
+        describe: Callable[[int], str | None] = lambda epoch: None, label_smoothing: float = 0.0) -> list[EpochResult]:
     """Train epochs ``start_epoch .. epochs-1``; the one epoch loop of the package.
 
     ``batches(epoch)`` gives the epoch's training batches (seeded by the caller, so a resumed run repeats
@@ -118,7 +118,7 @@ def fit(model: nn.Module, batches: Callable[[int], Batches], optimizer: torch.op
     ``model``) when it is not ``model``; ``scheduler`` (or ``None``) steps once per epoch. After evaluation
     every hook's ``end_of_epoch(epoch, model, stats)`` is asked (all of them); any True ends the loop
     after ``on_epoch`` has seen that epoch with ``stopped=True``. ``describe(epoch)`` labels the progress bar
-    (``None``: no bar).
+    (``None``: no bar); ``label_smoothing`` goes to the training cross-entropy.
     """
     results = []
     for epoch in range(start_epoch, epochs):
@@ -127,7 +127,7 @@ def fit(model: nn.Module, batches: Callable[[int], Batches], optimizer: torch.op
         lr = optimizer.param_groups[0]["lr"]
         steps = len(source)
         train = train_one_epoch(train_module or model, source, optimizer, device, amp, describe(epoch), steps,
-                                hooks=hooks, epoch=epoch, first_step=epoch * steps)
+                                hooks=hooks, epoch=epoch, first_step=epoch * steps, label_smoothing=label_smoothing)
         if scheduler is not None:
             scheduler.step()
         evaluation = evaluate(model) if evaluate is not None else {}

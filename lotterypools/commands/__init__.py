@@ -16,4 +16,10 @@ CONSOLE_COMMANDS = {
     "lotterypools-imagenet-imp": "imagenet_imp",
     "lotterypools-imagenet-pools": "imagenet_pools",
     "lotterypools-multiproc": "multiproc",
+    "lotterypools-freetickets-dst": "main_dst",
+    "lotterypools-freetickets-edst": "main_edst",
+    "lotterypools-freetickets-individual": "main_individual",
+    "lotterypools-freetickets-pf": "main_pf",
+    "lotterypools-freetickets-ensemble": "ensemble_freetickets",
+    "lotterypools-freetickets-imagenet": "imagenet_edst",
 }
