@@ -7,7 +7,6 @@ case its BN statistics are recomputed with the :class:`~lotterypools.pools.PoolE
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, Mapping, Sequence
 
 import torch
@@ -17,7 +16,6 @@ from .calibration import disagreement_matrix, prediction_metrics
 from .errors import UserError
 from .masks import prune_to_count
 from .pools import PoolEvaluator, candidate_order, interpolate_state
-from .results import plt
 from .tickets import TicketStore, Weights
 from .training import predict
 
@@ -119,65 +117,3 @@ def pairwise_average_matrix(store: TicketStore, evaluator: PoolEvaluator, progre
         evaluator.recalibrate()
         matrix[i][j] = matrix[j][i] = evaluator.test().accuracy
     return {"rounds": rounds, "densities": [t.density for t in store.tickets], "test_acc": matrix}
-
-
-def plot_heat_map(matrix: Sequence[Sequence[float]], labels: Sequence[str], title: str, colour_label: str,
-                  path: str | os.PathLike, column_labels: Sequence[str] | None = None, digits: int = 1) -> None:
-    """A matrix as a heat map with its values written in the cells."""
-    rows, columns = len(matrix), len(matrix[0])
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * columns, 1.0 + 0.45 * rows))
-    image = ax.imshow(matrix, cmap="viridis")
-    ax.set_xticks(range(columns), column_labels or labels, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(rows), labels, fontsize=8)
-    low, high = min(map(min, matrix)), max(map(max, matrix))
-    for i in range(rows):
-        for j in range(columns):
-            bright = high > low and (matrix[i][j] - low) / (high - low) > 0.6
-            ax.text(j, i, f"{matrix[i][j]:.{digits}f}", ha="center", va="center", fontsize=7,
-                    color="black" if bright else "white")
-    fig.colorbar(image, ax=ax, label=colour_label, shrink=0.8)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot_ensemble(records: Sequence[Mapping], title: str, path: str | os.PathLike) -> None:
-    """Accuracy, NLL and ECE against density: the ticket, its output ensemble and the pooled ticket."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    densities = [100 * r["density"] for r in records]
-    for ax, metric, label in zip(axes, ("accuracy", "nll", "ece"), ("test accuracy (%)", "test NLL", "ECE (15 bins)")):
-        for kind, style in (("ticket", "o-"), ("ensemble", "s--"), ("pooled", "^-")):
-            points = [(d, r[kind][metric]) for d, r in zip(densities, records) if kind in r]
-            if points:
-                ax.plot(*zip(*points), style, ms=4, label=kind)
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set(xlabel="density (%)", ylabel=label)
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot_corruption_examples(images_by_name: Mapping[str, Sequence[torch.Tensor]], path: str | os.PathLike) -> None:
-    """One test image under every corruption (rows) and severity (columns); images are uint8 (C, H, W)."""
-    names = list(images_by_name)
-    columns = len(next(iter(images_by_name.values())))
-    fig, axes = plt.subplots(len(names), columns, figsize=(1.1 * columns + 1.4, 1.1 * len(names)), squeeze=False)
-    for row, name in enumerate(names):
-        for column, image in enumerate(images_by_name[name]):
-            ax = axes[row][column]
-            picture = image.permute(1, 2, 0).numpy()
-            ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if column == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-            if row == 0:
-                ax.set_title(f"severity {column + 1}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)

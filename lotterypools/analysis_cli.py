@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .analysis import (disagreement_study, ensemble_study, pairwise_average_matrix, plot_ensemble,
-                       plot_heat_map)
+from .analysis import disagreement_study, ensemble_study, pairwise_average_matrix
 from .checkpoints import ticket_files
 from .cli_setup import load_data, model_factory, setup_device
 from .data import BatchSource, dataset_spec
 from .errors import UserError
 from .ood import ood_table, open_benchmark
 from .pool_cli import build_evaluator, recorded_settings
-from .results import format_table, log, provenance, write_json
+from .console import log
+from .plots import plot_ensemble, plot_heat_map
+from .results import format_table, provenance, write_json
 from .tickets import TicketStore
 
 

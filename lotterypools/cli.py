@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from .choices import PAPER_COEFFICIENTS, PAPER_VAL_SIZE, POOL_METHODS, SEVERITIES
 from .config import add_config_arguments, parse_epoch_list
+from .console import add_progress_argument
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,14 +96,20 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rewind_epoch", type=int, default=None, help="kept for compatibility; not used by the search")
     group.add_argument("--bn_batches", type=int, default=0,
                        help="recompute BN statistics on this many fixed, seeded training batches instead of a full "
-                            "pass over the training split (default 0: full pass, as the original)")
+                            "pass over the training split with fresh augmentation per trial (default 0: full pass, "
+                            "as the original)")
     group.add_argument("--prune_mode", default="during", choices=("during", "after"),
                        help="re-prune after every interpolation (during, the paper's) or once at the end (after)")
-    group.add_argument("--targets", type=int, nargs="+", default=None, help="only these target rounds (default all)")
+    group.add_argument("--targets", type=int, nargs="+", default=None,
+                       help="target rounds to pool, e.g. --targets 3 7 (default: every round of the ticket folder)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="recompute targets whose record (same method and settings) is already in the results "
+                            "file; without it a rerun skips them and continues with the rest")
     group.add_argument("--save_pooled", action="store_true",
                        help="write every pooled ticket to <save_dir>/<method>/<k>model_SA_best.pth.tar")
     group.add_argument("--inference", action="store_true",
                        help="evaluate the tickets first (always done; kept for compatibility)")
+    add_progress_argument(parser)
     add_ood_arguments(parser)
 
 

@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
 from .errors import UserError
-from .pools import Batches, PoolEvaluator, recalibrate_batchnorm
+from .pools import Batches, PoolEvaluator, TrialKey, recalibrate_batchnorm
 from .training import EpochStats, autocast_context, evaluate
 
 
@@ -71,6 +71,12 @@ def init_distributed(device_name: str = "auto", local_rank: int | None = None) -
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world)
     return DistributedContext(rank, world, local, device, backend)
+
+
+def barrier(context: DistributedContext) -> None:
+    """Wait for every process (nothing to do for one process)."""
+    if context.active and dist.is_initialized():
+        dist.barrier()
 
 
 def close_distributed(context: DistributedContext) -> None:
@@ -141,9 +147,9 @@ class ShardedPoolEvaluator(PoolEvaluator):
         super().__init__(model, bn_batches, val_batches, test_batches, context.device)
         self.context, self.amp = context, amp
 
-    def recalibrate(self) -> None:
+    def recalibrate(self, trial: TrialKey = ()) -> None:
         with autocast_context(self.device, self.amp):
-            recalibrate_batchnorm(self.model, self.bn_batches, self.device)
+            recalibrate_batchnorm(self.model, self.bn_batches_for(trial), self.device)
         all_reduce_batchnorm(self.model, self.context)
 
     def validate(self) -> EpochStats:

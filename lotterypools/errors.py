@@ -11,8 +11,21 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, without a traceback."""
 
 
-def cli_entry(main: Callable[..., object]) -> Callable[..., object]:
-    """Wrap a script's ``main`` so that a :class:`UserError` ends it with one line and exit code 2."""
+RESUME_FLAG = "interrupted: finished rounds and checkpoints are kept; rerun the same command with --resume to continue"
+NOTHING_TO_RESUME = "interrupted: files written before the interrupt are kept; nothing else was saved"
+RERUN_CONTINUES = "interrupted: finished work is kept; rerun the same command to continue where it stopped"
+POOLS_RERUN = ("interrupted: the record of every finished target is kept in pools_results.json; rerun the same "
+               "command to run only the missing targets")
+
+
+def cli_entry(main: Callable[..., object] | None = None, *, interrupted: str = RESUME_FLAG) -> Callable[..., object]:
+    """Wrap a script's ``main`` so that a :class:`UserError` ends it with one line and exit code 2.
+
+    ``interrupted`` is the line printed on Ctrl-C: each script says what it keeps and how to continue
+    (``@cli_entry(interrupted="...")``); plain ``@cli_entry`` is for scripts with a ``--resume`` flag.
+    """
+    if main is None:
+        return functools.partial(cli_entry, interrupted=interrupted)
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -22,7 +35,7 @@ def cli_entry(main: Callable[..., object]) -> Callable[..., object]:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
-            print("interrupted: finished rounds and checkpoints are kept; rerun with --resume", file=sys.stderr)
+            print(interrupted, file=sys.stderr)
             sys.exit(130)
 
     return wrapper

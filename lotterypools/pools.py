@@ -5,10 +5,16 @@ candidate and coefficient alpha, W = alpha * W_candidate + (1 - alpha) * W_curre
 number of weights by global magnitude, its batch-norm statistics are recomputed on training data, and it
 is scored on the validation split. The rule decides which alpha is tried and whether the best is kept.
 The test split only reports: it never takes part in a choice.
+
+With a full BN pass (the original's), every trial draws its own order and augmentation of the training
+split, as the original's shuffled, augmenting DataLoader does; the draw is seeded by the run's seed and the
+trial's identity (target, candidate, coefficient), so a resumed run, or a run split over processes, draws
+exactly what one uninterrupted run draws.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -16,14 +22,20 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
-from tqdm import tqdm
-
+from .console import log, progress
 from .masks import prune_to_count
 from .tickets import Ticket, TicketStore, Weights
 from .training import EpochStats, evaluate
-from .results import log
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+TrialKey = tuple[int, ...]
+FINAL_TRIAL = -1  # the candidate index in the key of a target's final BN pass
+
+
+def trial_seed(seed: int, trial: TrialKey) -> int:
+    """A 63-bit seed for one trial's BN pass from the run's ``seed`` and the trial's identity."""
+    digest = hashlib.sha256(repr((seed, *trial)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
 
 
 def candidate_order(target: int, rounds: Sequence[int], search_num: int) -> list[int]:
@@ -118,12 +130,24 @@ class PoolResult:
 
 
 class PoolEvaluator:
-    """Scores weight sets on one working model whose tensors are overwritten in place (no rebuild, no deep copy)."""
+    """Scores weight sets on one working model whose tensors are overwritten in place (no rebuild, no deep copy).
+
+    With ``fresh_bn_seed`` set, ``bn_batches`` must have ``with_seed(seed)`` (a :class:`~lotterypools.data.BatchSource`):
+    each trial's BN pass then draws its own shuffle and augmentation, seeded by ``fresh_bn_seed`` and the
+    trial's key. Without it every trial sees ``bn_batches`` as they are (e.g. a fixed list of batches).
+    """
 
     def __init__(self, model: nn.Module, bn_batches: Batches, val_batches: Batches, test_batches: Batches,
-                 device: torch.device):
+                 device: torch.device, fresh_bn_seed: int | None = None):
         self.model, self.bn_batches, self.device = model.to(device), bn_batches, device
         self.val_batches, self.test_batches = val_batches, test_batches
+        self.fresh_bn_seed = fresh_bn_seed
+
+    def bn_batches_for(self, trial: TrialKey) -> Batches:
+        """The batches of one trial's BN pass."""
+        if self.fresh_bn_seed is None:
+            return self.bn_batches
+        return self.bn_batches.with_seed(trial_seed(self.fresh_bn_seed, trial))
 
     def load(self, weights: Weights) -> None:
         self.model.load_state_dict(weights)
@@ -132,8 +156,8 @@ class PoolEvaluator:
         """A copy of the working model's weights and (recalibrated) statistics."""
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def recalibrate(self) -> None:
-        recalibrate_batchnorm(self.model, self.bn_batches, self.device)
+    def recalibrate(self, trial: TrialKey = ()) -> None:
+        recalibrate_batchnorm(self.model, self.bn_batches_for(trial), self.device)
 
     def validate(self) -> EpochStats:
         return evaluate(self.model, self.val_batches, self.device)
@@ -141,11 +165,11 @@ class PoolEvaluator:
     def test(self) -> EpochStats:
         return evaluate(self.model, self.test_batches, self.device)
 
-    def score(self, weights: Weights, recalibrate: bool = True) -> float:
-        """Load ``weights``, recompute BN statistics, and return validation accuracy."""
+    def score(self, weights: Weights, recalibrate: bool = True, trial: TrialKey = ()) -> float:
+        """Load ``weights``, recompute BN statistics (the BN pass of ``trial``), and return validation accuracy."""
         self.load(weights)
         if recalibrate:
-            self.recalibrate()
+            self.recalibrate(trial)
         return self.validate().accuracy
 
 
@@ -167,27 +191,29 @@ class PoolSearch:
         if keep is not None:
             prune_to_count(weights, self.prune_names, keep)
 
-    def run(self, rule: PoolRule, target: Ticket, candidates: list[int]) -> PoolResult:
-        """Walk ``candidates`` from ``target`` under ``rule``; return the pooled ticket with its test accuracy."""
+    def run(self, rule: PoolRule, target: Ticket, candidates: list[int], target_val_acc: float) -> PoolResult:
+        """Walk ``candidates`` from ``target`` under ``rule``; return the pooled ticket with its test accuracy.
+
+        ``target_val_acc`` is the target ticket's own validation accuracy: the bar a greedy step must reach.
+        """
         started = time.time()
         device = self.evaluator.device
         current = _to_device(self.store.load(target.round)[0], device)
-        current_val, merged = float(target.val_acc), 1
+        current_val, merged = float(target_val_acc), 1
         keep_during = target.kept if self.prune_mode == "during" else None
         trial: Weights = {}
         steps: list[StepRecord] = []
-        bar = tqdm(candidates, desc=f"{rule.name} round {target.round}", leave=False, disable=not self.progress)
-        for round_index in bar:
+        for round_index in progress(candidates, f"{rule.name} round {target.round}", self.progress):
             candidate = _to_device(self.store.load(round_index)[0], device)
             scores: dict[float, float] = {}
             best_alpha, best_val, best_state = None, -1.0, None
-            for alpha in rule.coefficients(merged):
+            for alpha_index, alpha in enumerate(rule.coefficients(merged)):
                 interpolate_state(current, candidate, alpha, out=trial)
                 self._prune(trial, keep_during)
                 if not rule.greedy:  # nothing is chosen: BN and validation only matter for the final network
                     best_alpha, best_state, trial = alpha, trial, {}
                     break
-                scores[alpha] = self.evaluator.score(trial)
+                scores[alpha] = self.evaluator.score(trial, trial=(target.round, round_index, alpha_index))
                 if scores[alpha] > best_val:  # ties go to the earlier coefficient, as in the original
                     best_alpha, best_val, best_state = alpha, scores[alpha], self.evaluator.state()
             accepted = not rule.greedy or best_val >= current_val
@@ -214,7 +240,7 @@ class PoolSearch:
         else:
             if self.prune_mode == "after" and target.kept is not None:
                 self._prune(current, target.kept)
-            current_val = self.evaluator.score(current)
+            current_val = self.evaluator.score(current, trial=(target.round, FINAL_TRIAL, 0))
             current = self.evaluator.state()
         test = self.evaluator.test()
         return {k: v.cpu() for k, v in current.items()}, current_val, test
@@ -230,10 +256,10 @@ def linear_path(store: TicketStore, evaluator: PoolEvaluator, round_a: int, roun
     a = _to_device(store.load(round_a)[0], device)
     b = _to_device(store.load(round_b)[0], device)
     losses, accuracies, trial = [], [], {}
-    for alpha in alphas:
+    for index, alpha in enumerate(alphas):
         interpolate_state(a, b, alpha, out=trial)
         evaluator.load(trial)
-        evaluator.recalibrate()
+        evaluator.recalibrate((round_a, round_b, index))
         stats = evaluator.test()
         losses.append(stats.loss)
         accuracies.append(stats.accuracy)

@@ -1,4 +1,4 @@
-"""Result files (JSON and CSV, written atomically), tables for the terminal, and PNG plots."""
+"""Result files (JSON and CSV, written atomically) and tables for the terminal (plots: :mod:`lotterypools.plots`)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,17 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .files import atomic_output  # noqa: E402
+from .console import log  # noqa: F401  (kept importable from here for code written before console.py)
+from .files import atomic_output
 
 
-def log(message: str) -> None:
-    """Print a line without breaking the progress bars."""
-    from tqdm import tqdm
+def plot_training_curve(*args: Any, **kwargs: Any) -> None:
+    """Forwards to :func:`lotterypools.plots.plot_training_curve`, importing matplotlib only when a curve is drawn."""
+    from .plots import plot_training_curve as plot
 
-    tqdm.write(message)
+    plot(*args, **kwargs)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -84,55 +80,3 @@ def provenance(**extra: Any) -> dict[str, Any]:
         commit = None
     return {"commit": commit, "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.platform(), **extra}
-
-
-def plot_training_curve(result: Mapping[str, Sequence[float]], first_epoch: int, title: str,
-                        path: str | os.PathLike) -> None:
-    """Train/validation/test accuracy per epoch of one IMP round."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("train_ta", "train"), ("val_ta", "validation"), ("test_ta", "test")):
-        values = result.get(key, [])
-        ax.plot(range(first_epoch + 1, first_epoch + 1 + len(values)), values, label=label)
-    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot_accuracy_vs_density(series: Mapping[str, Iterable[tuple[float, float]]], title: str,
-                             path: str | os.PathLike) -> None:
-    """Test accuracy against density (log scale, densest on the left), one line per method."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, points in series.items():
-        points = sorted(points, key=lambda p: -p[0])
-        if points:
-            ax.plot([100 * d for d, _ in points], [a for _, a in points], marker="o", ms=3, label=name)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set(xlabel="density (%) of prunable weights, log scale", ylabel="test accuracy (%)", title=title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot_linear_paths(paths: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """Test accuracy and loss along the line between consecutive tickets, one curve per pair."""
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    cmap = plt.get_cmap("viridis")
-    for index, pair in enumerate(paths):
-        colour = cmap(index / max(len(paths) - 1, 1))
-        label = f"{pair['round_a']}->{pair['round_b']}"
-        acc_ax.plot(pair["alphas"], pair["test_acc"], color=colour, label=label)
-        loss_ax.plot(pair["alphas"], pair["test_loss"], color=colour, label=label)
-    acc_ax.set(xlabel="alpha (weight on the sparser ticket)", ylabel="test accuracy (%)")
-    loss_ax.set(xlabel="alpha (weight on the sparser ticket)", ylabel="test loss")
-    for ax in (acc_ax, loss_ax):
-        ax.grid(alpha=0.3)
-    loss_ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -19,18 +19,16 @@ Weights = dict[str, torch.Tensor]
 
 @dataclass
 class Ticket:
-    """One IMP round's network: where it is, its density (from its mask) and, once evaluated, its accuracies."""
+    """One IMP round's network: where it is, and its density and kept-weight count (from its mask).
+
+    Accuracies are not stored here: :func:`lotterypools.experiment.evaluate_tickets` returns them as records.
+    """
 
     round: int
     path: Path
     density: float
     kept: int | None
     mask_names: list[str]
-    val_acc: float | None = None
-    test_acc: float | None = None
-    val_loss: float | None = None
-    test_loss: float | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def dense(self) -> bool:

@@ -10,7 +10,8 @@ import torch
 from lotterypools.checkpoints import atomic_save, join_pruned_state, ticket_files
 from lotterypools.data import DataSplits, DatasetSpec, Split
 from lotterypools.errors import UserError
-from lotterypools.experiment import check_pool_settings, evaluate_tickets, run_linear_paths, run_pool_method
+from lotterypools.experiment import (PoolSettings, check_pool_settings, evaluate_tickets, run_linear_paths,
+                                    run_pool_method)
 from lotterypools.masks import density, magnitude_masks
 from lotterypools.models import build_model
 from lotterypools.pool_cli import build_evaluator
@@ -73,7 +74,7 @@ class ScoringStub:
     def state(self):
         return {k: v.clone() for k, v in self.weights.items()}
 
-    def score(self, weights, recalibrate=True):
+    def score(self, weights, recalibrate=True, trial=()):
         self.load(weights)
         value = float(self.score_fn(weights))
         self.scored.append(value)
@@ -111,32 +112,36 @@ def test_interpolate_state_endpoints_and_integer_buffers():
 def tiny_pool(tmp_path):
     store = make_store(tmp_path, 4)
     evaluator = build_evaluator(tiny_model(), tiny_data(), torch.device("cpu"), batch_size=16, bn_batches=0, seed=0)
-    evaluate_tickets(store, evaluator, progress=False)
-    return store, evaluator
+    return store, evaluator, evaluate_tickets(store, evaluator)
+
+
+def val_acc(tickets, round_index):
+    return tickets[round_index]["val_acc"]
 
 
 def test_pooled_sparse_ticket_has_exactly_the_target_density(tiny_pool):
-    store, evaluator = tiny_pool
+    store, evaluator, tickets = tiny_pool
     search = PoolSearch(store, evaluator, store.prunable_names(), progress=False, log=lambda m: None)
     for target in store.tickets[1:]:
-        result = search.run(lottery_pools_rule([0.3, 0.5, 0.7]), target, candidate_order(target.round, [0, 1, 2, 3], 4))
+        result = search.run(lottery_pools_rule([0.3, 0.5, 0.7]), target, candidate_order(target.round, [0, 1, 2, 3], 4),
+                            val_acc(tickets, target.round))
         kept = sum(int(result.weights[n].count_nonzero()) for n in store.prunable_names())
         assert kept == target.kept
         assert abs(kept / sum(result.weights[n].numel() for n in store.prunable_names()) - target.density) < 1e-12
 
 
 def test_dense_target_stays_dense(tiny_pool):
-    store, evaluator = tiny_pool
+    store, evaluator, tickets = tiny_pool
     search = PoolSearch(store, evaluator, store.prunable_names(), progress=False, log=lambda m: None)
-    result = search.run(swa_rule(), store.by_round(0), [1, 2])
+    result = search.run(swa_rule(), store.by_round(0), [1, 2], val_acc(tickets, 0))
     assert all(int(result.weights[n].count_nonzero()) == result.weights[n].numel() for n in store.prunable_names())
 
 
 def test_alpha_zero_gives_back_the_current_ticket(tiny_pool):
-    store, evaluator = tiny_pool
+    store, evaluator, tickets = tiny_pool
     search = PoolSearch(store, evaluator, store.prunable_names(), progress=False, log=lambda m: None)
     target = store.by_round(2)
-    result = search.run(lottery_pools_rule([0.0]), target, [1, 3])
+    result = search.run(lottery_pools_rule([0.0]), target, [1, 3], val_acc(tickets, 2))
     original = store.load(2)[0]
     for name in original:
         if name.endswith("weight") or name.endswith("bias"):
@@ -149,9 +154,9 @@ def test_two_identical_tickets_give_back_that_ticket(tmp_path):
     atomic_save(state, tmp_path / "2model_SA_best.pth.tar")  # round 2 = a copy of round 1
     store = TicketStore(ticket_files(tmp_path), tiny_model().state_dict(), "conv2")
     evaluator = build_evaluator(tiny_model(), tiny_data(), torch.device("cpu"), 16, 0, 0)
-    evaluate_tickets(store, evaluator, progress=False)
+    tickets = evaluate_tickets(store, evaluator)
     search = PoolSearch(store, evaluator, store.prunable_names(), progress=False, log=lambda m: None)
-    result = search.run(lottery_pools_rule([0.05, 0.5, 0.95]), store.by_round(1), [2])
+    result = search.run(lottery_pools_rule([0.05, 0.5, 0.95]), store.by_round(1), [2], val_acc(tickets, 1))
     original = store.load(1)[0]
     for name in original:
         if original[name].is_floating_point() and not name.startswith(("normalize",)) and "running" not in name:
@@ -166,17 +171,17 @@ def test_greedy_rule_never_keeps_a_step_that_lowers_validation_accuracy(tmp_path
     score = lambda w: 100.0 - float(sum((w[n] - good[n]).abs().sum() for n in names))
     stub = ScoringStub(score)
     target = store.by_round(2)
-    target.val_acc = score(good)
+    target_val = score(good)
     search = PoolSearch(store, stub, names, progress=False, log=lambda m: None)
-    result = search.run(lottery_pools_rule([0.1, 0.5, 0.9]), target, [1, 3, 0, 4])
-    current = target.val_acc
+    result = search.run(lottery_pools_rule([0.1, 0.5, 0.9]), target, [1, 3, 0, 4], target_val)
+    current = target_val
     for step in result.steps:
         if step.accepted:
             assert step.val_acc >= current
             current = step.val_acc
         else:
             assert step.val_acc < current
-    assert result.val_acc >= target.val_acc
+    assert result.val_acc >= target_val
     assert not all(s.accepted for s in result.steps)
 
 
@@ -184,9 +189,8 @@ def test_greedy_rule_keeps_an_equal_step_and_picks_the_first_best_alpha(tmp_path
     store = make_store(tmp_path, 3)
     stub = ScoringStub(lambda w: 50.0)  # every trial ties with the target
     target = store.by_round(1)
-    target.val_acc = 50.0
     result = PoolSearch(store, stub, store.prunable_names(), progress=False, log=lambda m: None).run(
-        lottery_pools_rule([0.2, 0.4]), target, [0, 2])
+        lottery_pools_rule([0.2, 0.4]), target, [0, 2], 50.0)
     assert [s.accepted for s in result.steps] == [True, True]  # paper's rule: not below the current accuracy
     assert result.alphas == [0.2, 0.2]
 
@@ -195,9 +199,8 @@ def test_swa_coefficients_equal_a_running_mean(tmp_path):
     store = make_store(tmp_path, 4)
     stub = ScoringStub(lambda w: 0.0)
     target = store.by_round(0)  # dense: no re-pruning, so SWA is exactly the mean of the tickets it walks
-    target.val_acc = 0.0
     result = PoolSearch(store, stub, store.prunable_names(), progress=False, log=lambda m: None).run(
-        swa_rule(), target, [1, 2, 3])
+        swa_rule(), target, [1, 2, 3], 0.0)
     assert result.alphas == pytest.approx([1 / 2, 1 / 3, 1 / 4])
     tickets = [store.load(r)[0] for r in range(4)]
     for name, value in result.weights.items():
@@ -209,9 +212,8 @@ def test_ema_puts_its_weight_on_the_incoming_ticket(tmp_path):
     store = make_store(tmp_path, 3)
     stub = ScoringStub(lambda w: 0.0)
     target = store.by_round(0)
-    target.val_acc = 0.0
     result = PoolSearch(store, stub, store.prunable_names(), progress=False, log=lambda m: None).run(
-        ema_rule(0.9), target, [1, 2])
+        ema_rule(0.9), target, [1, 2], 0.0)
     t0, t1, t2 = (store.load(r)[0] for r in range(3))
     for name, value in result.weights.items():
         if value.is_floating_point():
@@ -220,10 +222,10 @@ def test_ema_puts_its_weight_on_the_incoming_ticket(tmp_path):
 
 
 def test_prune_after_reaches_the_target_density(tiny_pool):
-    store, evaluator = tiny_pool
+    store, evaluator, tickets = tiny_pool
     search = PoolSearch(store, evaluator, store.prunable_names(), prune_mode="after", progress=False, log=lambda m: None)
     target = store.by_round(3)
-    result = search.run(swa_rule(), target, [2, 1])
+    result = search.run(swa_rule(), target, [2, 1], val_acc(tickets, 3))
     assert sum(int(result.weights[n].count_nonzero()) for n in store.prunable_names()) == target.kept
 
 
@@ -289,25 +291,34 @@ def test_pool_settings_errors(search_num, values, ema, message):
 
 
 # ----------------------------------------------------------------------------- methods end to end, results file
+def settings_for(method: str, coefficients=(0.3, 0.7), **overrides) -> PoolSettings:
+    values = dict(method=method, search_num=3, coefficients=tuple(coefficients), ema_value=0.95, bn_batches=0,
+                  bn_batch_size=16, seed=0, arch="conv2", dataset="tiny", ticket_folder="tickets")
+    values.update(overrides)
+    return PoolSettings(**values)
+
+
 def test_each_method_end_to_end_and_results_accumulate(tiny_pool, tmp_path):
-    store, evaluator = tiny_pool
+    store, evaluator, tickets = tiny_pool
     out = tmp_path / "results"
     results = PoolResultsFile(out)
-    results.add_records(evaluate_tickets(store, evaluator, progress=False))
+    results.commit(evaluate_tickets(store, evaluator, settings_for("Lottery_pools").ticket_fields()).values())
     for method in ("Lottery_pools", "interpolate_swa", "interpolate_ema"):
-        records = run_pool_method(method, store, evaluator, 3, [0.3, 0.7], 0.95, progress=False, log=lambda m: None,
+        records = run_pool_method(settings_for(method), store, evaluator, tickets, results=results, log=lambda m: None,
                                   save_pooled=out)
         assert [r["target_round"] for r in records] == [0, 1, 2, 3]
         for record in records:
-            ticket = store.by_round(record["target_round"])
-            assert record["density"] == ticket.density
+            assert record["density"] == store.by_round(record["target_round"]).density
             assert 0.0 <= record["test_acc"] <= 100.0
+            assert (record["arch"], record["dataset"], record["seed"], record["search_num"]) == ("conv2", "tiny", 0, 3)
             if method == "Lottery_pools":
-                assert record["val_acc"] >= ticket.val_acc
-        results.add_records(records)
-        results.write("tiny")
-    results.add_linear(run_linear_paths(store, evaluator, progress=False, log=lambda m: None))
-    results.write("tiny")
+                assert record["val_acc"] >= tickets[record["target_round"]]["val_acc"]
+                assert record["coefficients"] == [0.3, 0.7] and record["ema_value"] is None
+            if method == "interpolate_ema":
+                assert record["ema_value"] == 0.95 and record["coefficients"] is None
+    fields = {**settings_for("liner_inter").identity(), **settings_for("liner_inter").bn_fields()}
+    run_linear_paths(store, evaluator, fields, results, log=lambda m: None)
+    results.write_plots("tiny")
     again = PoolResultsFile(out)  # a later run reads what earlier ones wrote
     assert {r["method"] for r in again.records} == {"ticket", "Lottery_pools", "interpolate_swa", "interpolate_ema"}
     assert len(again.records) == 16
@@ -315,11 +326,14 @@ def test_each_method_end_to_end_and_results_accumulate(tiny_pool, tmp_path):
     assert all(len(p["test_acc"]) == 11 and p["alphas"][0] == 0.0 and p["alphas"][-1] == 1.0 for p in again.linear)
     for name in ("pools_results.json", "pools_results.csv", "pools_accuracy.png", "linear_interpolation.png"):
         assert (out / name).stat().st_size > 0
+    header = (out / "pools_results.csv").read_text().splitlines()[0].split(",")
+    assert {"arch", "dataset", "seed", "ticket_folder", "coefficients", "search_num", "bn_mode", "bn_batches",
+            "prune_mode", "ema_value"} <= set(header)
     pooled = ticket_files(out / "Lottery_pools")
     assert [f.round for f in pooled] == [0, 1, 2, 3]
     assert density(read_ticket(pooled[3].path)[1]) == pytest.approx(store.by_round(3).density)
-    # replacing one method's records keeps the others
-    again.add_records([dict(again.records[-1], test_acc=-1.0)])
+    # replacing one record keeps the others
+    again.commit([dict(again.records[-1], test_acc=-1.0)])
     assert len(again.records) == 16 and [r["test_acc"] for r in again.records].count(-1.0) == 1
 
 

@@ -16,7 +16,7 @@ from lotterypools.checkpoints import ticket_files
 from lotterypools.corruptions import CORRUPTIONS, CorruptedSet, check_severities, corrupt, write_corrupted_set
 from lotterypools.data import BatchSource
 from lotterypools.errors import UserError
-from lotterypools.experiment import evaluate_tickets, run_pool_method
+from lotterypools.experiment import PoolSettings, evaluate_tickets, run_pool_method
 from lotterypools.masks import density
 from lotterypools.models import build_model
 from lotterypools.ood import OODBenchmark
@@ -162,12 +162,11 @@ def test_written_corrupted_set_reads_back_in_the_official_layout(tmp_path):
 def tiny_pool(tmp_path):
     store = make_store(tmp_path / "tickets", 4)
     evaluator = build_evaluator(tiny_model(), tiny_data(), CPU, batch_size=16, bn_batches=2, seed=0)
-    evaluate_tickets(store, evaluator, progress=False)
-    return store, evaluator
+    return store, evaluator, evaluate_tickets(store, evaluator)
 
 
 def test_pairwise_matrix_diagonal_is_each_ticket_after_bn_recomputation(tiny_pool):
-    store, evaluator = tiny_pool
+    store, evaluator, _ = tiny_pool
     result = pairwise_average_matrix(store, evaluator, progress=False)
     matrix = result["test_acc"]
     assert result["rounds"] == [0, 1, 2, 3]
@@ -183,13 +182,13 @@ def test_pairwise_matrix_diagonal_is_each_ticket_after_bn_recomputation(tiny_poo
 
 
 def test_prune_after_lottery_pools_reaches_the_target_density_and_records_ood(tiny_pool, tmp_path):
-    store, evaluator = tiny_pool
+    store, evaluator, tickets = tiny_pool
     write_corrupted_set(tiny_data().test, tmp_path / "c", ["fog"], seed=0, device=CPU, log=lambda m: None)
     benchmark = OODBenchmark(CorruptedSet(tmp_path / "c"), ["fog"], [1, 5])
     extra = lambda weights: benchmark.evaluate_weights(evaluator.model, weights, CPU)
-    records = run_pool_method("Lottery_pools", store, evaluator, 4, [0.3, 0.7], 0.95, prune_mode="after",
-                              targets=[2, 3], save_pooled=tmp_path / "pooled", log=lambda m: None,
-                              progress=False, extra=extra)
+    settings = PoolSettings("Lottery_pools", search_num=4, coefficients=(0.3, 0.7), ema_value=0.95, prune_mode="after")
+    records = run_pool_method(settings, store, evaluator, tickets, targets=[2, 3], save_pooled=tmp_path / "pooled",
+                              log=lambda m: None, extra=extra)
     assert [r["method"] for r in records] == ["Lottery_pools_prune_after"] * 2
     for record in records:
         ticket = read_ticket(ticket_files(tmp_path / "pooled" / record["method"], allow_gaps=True)[[2, 3].index(record["target_round"])].path)
@@ -198,5 +197,5 @@ def test_prune_after_lottery_pools_reaches_the_target_density_and_records_ood(ti
         assert sum(int(ticket[0][n].count_nonzero()) for n in names) == store.by_round(record["target_round"]).kept
         assert set(record["ood"]["fog"]) == {"1", "5", "mean"}
         assert record["ood_acc"] == pytest.approx((record["ood"]["fog"]["1"] + record["ood"]["fog"]["5"]) / 2)
-    tickets = evaluate_tickets(store, evaluator, progress=False, extra=extra)
-    assert all(0.0 <= r["ood_acc"] <= 100.0 for r in tickets)
+    tickets = evaluate_tickets(store, evaluator, extra=extra)
+    assert all(0.0 <= r["ood_acc"] <= 100.0 for r in tickets.values())

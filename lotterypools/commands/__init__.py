@@ -22,4 +22,5 @@ CONSOLE_COMMANDS = {
     "lotterypools-freetickets-pf": "main_pf",
     "lotterypools-freetickets-ensemble": "ensemble_freetickets",
     "lotterypools-freetickets-imagenet": "imagenet_edst",
+    "lotterypools-aggregate": "aggregate_results",
 }

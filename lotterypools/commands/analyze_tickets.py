@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from ..cli import add_data_arguments, add_model_arguments, add_ood_arguments
-from ..errors import cli_entry
+from ..errors import NOTHING_TO_RESUME, cli_entry
 from ..files import check_writable_folder
 
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=NOTHING_TO_RESUME)
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from ..analysis_cli import run_command

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..cli import add_imagenet_arguments, add_pruning_arguments, add_training_arguments
 from ..config import OPENLTH_IMAGENET_DEFAULTS
-from ..errors import UserError, cli_entry
+from ..errors import RERUN_CONTINUES, UserError, cli_entry
 from ..files import check_writable_folder
 
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=RERUN_CONTINUES)
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from ..config import config_from_args

@@ -15,7 +15,7 @@ import os
 
 from ..choices import CORRUPTION_NAMES, SEVERITIES
 from ..cli import add_data_arguments
-from ..errors import UserError, cli_entry
+from ..errors import NOTHING_TO_RESUME, UserError, cli_entry
 from ..files import check_writable_folder
 
 
@@ -32,10 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=NOTHING_TO_RESUME)
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from ..analysis import plot_corruption_examples
+    from ..plots import plot_corruption_examples
     from ..cli_setup import load_data
     from ..corruptions import CorruptedSet, writable_corruptions, write_corrupted_set
     from ..data import Split

@@ -85,7 +85,7 @@ def run_child(script: str, script_args: list[str]) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
-@cli_entry
+@cli_entry(interrupted="interrupted: the launched processes were stopped; see the script's own message for what it kept")
 def launch(argv: list[str]) -> None:
     """Check the arguments, then start ``--nproc_per_node`` processes of the script with torch.distributed.run."""
     args = build_parser().parse_args(argv)
