@@ -40,15 +40,26 @@ def check_same_architecture(weight_sets: Mapping[str, Weights]) -> None:
                             f"({len(differ)} tensors differ, e.g. {differ[0]})")
 
 
+def member_probabilities(model: nn.Module, weight_sets: Mapping[str, Weights], batches: Batches,
+                         device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Softmax outputs of every network in ``weight_sets`` (same architecture), by name, and the labels."""
+    check_same_architecture(weight_sets)
+    members, labels = {}, None
+    for name, weights in weight_sets.items():
+        members[name], labels = probabilities(model, weights, batches, device)
+    return members, labels
+
+
 def output_ensemble(model: nn.Module, weight_sets: Mapping[str, Weights], batches: Batches,
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Averaged softmax of the networks in ``weight_sets`` (same architecture) and the labels."""
-    check_same_architecture(weight_sets)
-    total, labels = None, None
-    for weights in weight_sets.values():
-        probs, labels = probabilities(model, weights, batches, device)
-        total = probs if total is None else total + probs
-    return total / len(weight_sets), labels
+    members, labels = member_probabilities(model, weight_sets, batches, device)
+    return average_probabilities(list(members.values())), labels
+
+
+def average_probabilities(members: list[torch.Tensor]) -> torch.Tensor:
+    """The output ensemble: the mean of the members' class probabilities."""
+    return torch.stack(members).mean(0)
 
 
 def ensemble_study(store: TicketStore, model: nn.Module, batches: Batches, device: torch.device, k: int,

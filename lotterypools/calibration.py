@@ -29,15 +29,22 @@ def brier_score(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return float(((probs.double() - one_hot) ** 2).sum(1).mean())
 
 
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per confidence bin (equal-width over (0, 1], bin b holds (b/bins, (b+1)/bins]): the number of examples,
+    the sum of their confidences (max probability) and the number classified correctly."""
+    confidence, predicted = probs.double().max(1)
+    correct = (predicted == labels).double()
+    index = (confidence * bins).ceil().long().clamp(1, bins) - 1
+    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(confidence))
+    conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence)
+    correct_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
+    return count, conf_sum, correct_sum
+
+
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
     """ECE: the confidence (max probability) is cut into ``bins`` equal-width bins over (0, 1]; per bin,
     |accuracy - mean confidence| weighted by the bin's share of examples, summed. A fraction in [0, 1]."""
-    confidence, predicted = probs.double().max(1)
-    correct = (predicted == labels).double()
-    # bin b holds confidences in (b/bins, (b+1)/bins]
-    index = (confidence * bins).ceil().long().clamp(1, bins) - 1
-    conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence)
-    correct_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
+    _, conf_sum, correct_sum = reliability_bins(probs, labels, bins)
     gap = (correct_sum - conf_sum).abs()  # = count * |acc - conf| per bin
     return float(gap.sum() / max(len(labels), 1))
 
@@ -61,3 +68,14 @@ def disagreement_matrix(predictions: Sequence[torch.Tensor]) -> list[list[float]
         for j in range(i + 1, size):
             matrix[i][j] = matrix[j][i] = disagreement(predictions[i], predictions[j])
     return matrix
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> float:
+    """Mean over examples of KL(p || q) = sum_k p_k (log p_k - log q_k) (natural log; both floored at ``eps``)."""
+    p, q = p.double().clamp_min(eps), q.double().clamp_min(eps)
+    return float((p * (p.log() - q.log())).sum(1).mean())
+
+
+def kl_divergence_matrix(probs: Sequence[torch.Tensor]) -> list[list[float]]:
+    """``matrix[i][j]`` = :func:`kl_divergence` (probs[i] || probs[j]); zero diagonal, not symmetric."""
+    return [[0.0 if i == j else kl_divergence(p, q) for j, q in enumerate(probs)] for i, p in enumerate(probs)]

@@ -1,8 +1,11 @@
-"""Checkpoint files: atomic writes, the original repository's layout, and safe loading.
+"""Checkpoint files: atomic writes, safe loading, and the original repository's run layout.
 
 The original's checkpoints hold ``weight_orig`` + ``weight_mask`` for pruned layers (what
 ``torch.nn.utils.prune`` writes); the pool search works on plain weights plus a separate mask dict.
-This module converts between the two and is the one place that reads and writes those files.
+This module converts between the two and is the one place that reads and writes the original's files:
+:class:`OriginalLayout` is the training engine's reader and writer of ``{k}checkpoint.pth.tar``,
+``{k}model_SA_best.pth.tar`` and ``epoch_{e}_rewind_weight.pt`` (names in :mod:`lotterypools.paths`), and
+:func:`round_checkpoint_dict` builds the original's checkpoint dict for anyone else writing tickets.
 """
 
 from __future__ import annotations
@@ -10,18 +13,19 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from . import paths
 from .errors import UserError
 from .files import atomic_output
 from .masks import Masks, apply_masks, refresh_masked_weights
 
-BEST_PATTERN = re.compile(r"^(\d+)model_SA_best\.pth\.tar$")
-LAST_PATTERN = re.compile(r"^(\d+)checkpoint\.pth\.tar$")
+BEST_PATTERN = paths.BEST_PATTERN
+LAST_PATTERN = paths.LAST_PATTERN
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -148,6 +152,23 @@ def state_dict_of(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{path} holds no model weights (no 'state_dict' key): not a ticket checkpoint")
 
 
+def read_masks(path: Path) -> Masks:
+    """The ``weight_mask`` entries of a checkpoint (``{k}checkpoint.pth.tar`` of a pruned round), as a mask dict."""
+    _, masks = split_pruned_state(state_dict_of(load_file(path), path))
+    if not masks:
+        raise UserError(f"{path} holds no pruning masks ('*_mask' entries): take the checkpoint of a pruned round (1 or later)")
+    return masks
+
+
+def read_initialisation(path: Path) -> dict[str, torch.Tensor]:
+    """Plain weights to start from: the checkpoint's ``init_weight`` when set, else its ``state_dict``, else a bare state dict."""
+    checkpoint = load_file(path)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("init_weight"), dict):
+        checkpoint = checkpoint["init_weight"]
+    weights, _ = split_pruned_state(state_dict_of(checkpoint, path))
+    return weights
+
+
 def check_compatible(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], path: Path,
                      what: str) -> None:
     """One-line error naming the differing keys or shapes when a checkpoint does not fit the model."""
@@ -193,3 +214,168 @@ def _few(items: list[str], count: int = 3) -> str:
         return "none"
     more = f" and {len(items) - count} more" if len(items) > count else ""
     return ", ".join(items[:count]) + more
+
+
+# ---------------------------------------------------------------- what a round's checkpoint holds
+@dataclass
+class RoundProgress:
+    """A round of training as far as it went: what a checkpoint restores and the engine updates per epoch.
+
+    ``next_epoch`` counts finished epochs (the original's ``epoch``); ``result`` is the per-epoch history
+    (``train_ta``, ``val_ta``, ``test_ta``, ``train_loss``, ``val_loss``, ``test_loss``); ``ticket_epoch``/
+    ``ticket_val`` say which epoch's weights are the ticket so far; ``stopped`` is set when a hook ended the
+    round early; ``model``/``masks`` are the saved weights when read from a file, ``extra`` the whole saved
+    dict (a round policy's extra keys live at its top level).
+    """
+
+    round: int
+    next_epoch: int
+    result: dict[str, list[float]]
+    ticket_val: float = -1.0
+    ticket_epoch: int = -1
+    seconds: float = 0.0
+    stopped: bool = False
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    model: dict[str, torch.Tensor] | None = None
+    masks: Masks = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def record(self, epoch_result: Any, optimizer_state: dict, scheduler_state: dict) -> None:
+        """Add one finished epoch (an ``engine.EpochResult``) and the optimiser and schedule after it."""
+        stats = epoch_result.stats()
+        for key, name in (("train_ta", "train_acc"), ("val_ta", "val_acc"), ("test_ta", "test_acc"),
+                          ("train_loss", "train_loss"), ("val_loss", "val_loss"), ("test_loss", "test_loss")):
+            self.result.setdefault(key, []).append(stats.get(name))
+        self.next_epoch = epoch_result.epoch
+        self.seconds += epoch_result.seconds
+        self.stopped = epoch_result.stopped
+        self.optimizer, self.scheduler = optimizer_state, scheduler_state
+
+    def resumable_state(self) -> dict[str, Any]:
+        """The training-state keys every layout stores (beside the model)."""
+        return {"state": self.round, "result": self.result, "epoch": self.next_epoch, "best_sa": self.ticket_val,
+                "best_epoch": self.ticket_epoch, "seconds": self.seconds, "stopped": self.stopped,
+                "optimizer": self.optimizer, "scheduler": self.scheduler}
+
+    @classmethod
+    def from_saved(cls, saved: Mapping[str, Any], path: Path, model_key: str = "state_dict") -> "RoundProgress":
+        """Read back :meth:`resumable_state` plus the model (``model_key``) from a loaded checkpoint."""
+        required = ("state", "epoch", model_key)
+        if not isinstance(saved, Mapping) or any(key not in saved for key in required):
+            raise UserError(f"{path} is not a round checkpoint of an IMP run (it lacks the keys "
+                            f"{', '.join(required)}): point --checkpoint at a '<k>checkpoint.pth.tar'")
+        return cls(int(saved["state"]), int(saved["epoch"]), dict(saved.get("result") or {}),
+                   float(saved.get("best_sa", -1.0)), int(saved.get("best_epoch", -1)),
+                   float(saved.get("seconds", 0.0)), bool(saved.get("stopped", False)), saved.get("optimizer"),
+                   saved.get("scheduler"), dict(saved[model_key]), dict(saved.get("masks") or {}), dict(saved),
+                   Path(path))
+
+
+def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
+              path: Path | None, what: str) -> None:
+    """Load saved weights into a fresh dense ``model`` and attach the masks.
+
+    ``state`` is in the original's layout (``weight_orig`` + ``weight_mask``: loaded as saved, so that a resumed
+    run continues exactly) or plain (then ``masks`` says which weights are pruned).
+    """
+    _, saved_masks = split_pruned_state(state)
+    if saved_masks:
+        load_pruned_state(model, state, path or Path("?"), what)
+        return
+    check_compatible(state, model.state_dict(), path or Path("?"), what)
+    model.load_state_dict(dict(state))
+    if masks:
+        apply_masks(model, masks)
+
+
+def round_checkpoint_dict(round_index: int, state_dict: Mapping[str, torch.Tensor], val_acc: float,
+                          **extra: Any) -> dict[str, Any]:
+    """The original's checkpoint dict (``state``, ``state_dict``, ``best_sa``) plus any ``extra`` keys."""
+    return {"state": round_index, "state_dict": dict(state_dict), "best_sa": val_acc, **extra}
+
+
+class OriginalLayout:
+    """The original repository's run folder, read and written for the training engine.
+
+    Per round k: ``{k}checkpoint.pth.tar`` (every epoch; the original's keys plus ``best_epoch``, ``seconds``,
+    ``stopped``, ``arch``, ``dataset``, ``config`` and any round policy's keys), ``{k}model_SA_best.pth.tar``
+    (the same dict at the ticket epoch), ``{k}training_curve.png``; per run: ``epoch_{e}_rewind_weight.pt``
+    (the rewind weights), ``summary.json`` (one record per finished round) and ``settings.json``.
+    """
+
+    file_layout = "original"
+
+    def __init__(self, folder: str | os.PathLike, config: Any, plot_curves: bool = True):
+        self.folder, self.config, self.plot_curves = Path(folder), config, plot_curves
+        self.settings_path = paths.settings(self.folder)
+        self._rewind: dict[int, dict[str, torch.Tensor]] = {}
+
+    def holds_run(self) -> bool:
+        return paths.round_checkpoint(self.folder, 0).exists()
+
+    def describe_missing(self) -> str:
+        return f"no '<k>checkpoint.pth.tar' in {self.folder}"
+
+    def latest_progress(self, last_round: int) -> RoundProgress | None:
+        """The round checkpoint with the highest k (up to ``last_round``), if any."""
+        rounds = [r for r in range(last_round + 1) if paths.round_checkpoint(self.folder, r).exists()]
+        return self.read_progress_file(paths.round_checkpoint(self.folder, max(rounds))) if rounds else None
+
+    def read_progress_file(self, path: Path) -> RoundProgress:
+        return RoundProgress.from_saved(load_file(path), path)
+
+    def round_closed(self, round_index: int) -> bool:
+        return any(record["round"] == round_index for record in self.summary())
+
+    def write_start(self, round_index: int, start_epoch: int, model: torch.nn.Module) -> None:
+        """Nothing: the original keeps no start file (the rewind weights are written by :meth:`write_rewind`)."""
+
+    def write_rewind(self, epoch: int, model: torch.nn.Module) -> None:
+        weights, _ = split_pruned_state(model.state_dict())
+        self._rewind[epoch] = {k: v.detach().cpu().clone() for k, v in weights.items()}
+        atomic_save(self._rewind[epoch], paths.rewind_weights(self.folder, epoch))
+
+    def read_rewind(self, epoch: int) -> dict[str, torch.Tensor] | None:
+        """The rewind weights of ``epoch`` (the original's ``init_weight``), read once; ``None`` until written."""
+        if epoch not in self._rewind:
+            path = paths.rewind_weights(self.folder, epoch)
+            if not path.exists():
+                return None
+            self._rewind[epoch] = load_file(path)
+        return self._rewind[epoch]
+
+    def read_ticket(self, round_index: int) -> dict[str, torch.Tensor]:
+        """Plain (masked) weights of a round's ticket."""
+        path = paths.round_best(self.folder, round_index)
+        weights, _ = split_pruned_state(state_dict_of(load_file(path), path))
+        return weights
+
+    def write_epoch(self, progress: RoundProgress, model: torch.nn.Module, is_ticket: bool,
+                    extra: Mapping[str, Any]) -> None:
+        """The round checkpoint after an epoch; also the ticket file when this epoch is the ticket."""
+        checkpoint = {**extra, **progress.resumable_state(), "state_dict": model.state_dict(),
+                      "init_weight": self.read_rewind(getattr(self.config, "rewind_point", 0)),
+                      "arch": self.config.arch, "dataset": self.config.dataset, "config": asdict(self.config)}
+        if is_ticket:
+            atomic_save(checkpoint, paths.round_best(self.folder, progress.round))
+        atomic_save(checkpoint, paths.round_checkpoint(self.folder, progress.round))
+
+    def close_round(self, progress: RoundProgress, model: torch.nn.Module, record: dict) -> None:
+        """Add the round's record to ``summary.json`` and draw its training curve."""
+        from .results import write_json
+
+        records = [r for r in self.summary() if r["round"] != progress.round] + [record]
+        write_json(paths.summary(self.folder), sorted(records, key=lambda r: r["round"]))
+        if self.plot_curves:
+            from .results import plot_training_curve  # plotting only here, at the end of a round
+
+            first = progress.next_epoch - len(progress.result.get("train_ta", []))
+            plot_training_curve(progress.result, first, f"{self.config.arch} round {progress.round} "
+                                f"(density {100 * record['density']:.2f}%)", paths.training_curve(self.folder, progress.round))
+
+    def summary(self) -> list[dict]:
+        from .results import read_json
+
+        return read_json(paths.summary(self.folder), default=[])

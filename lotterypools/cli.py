@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .choices import LOADERS, PAPER_COEFFICIENTS, PAPER_VAL_SIZE, POOL_METHODS, SEVERITIES
+from typing import Any, Iterable, Mapping
+
+from .choices import PAPER_COEFFICIENTS, PAPER_VAL_SIZE, POOL_METHODS, SEVERITIES
+from .config import add_config_arguments, parse_epoch_list
 from .console import add_progress_argument
-from .errors import UserError
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +30,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and device")
     group.add_argument("--arch", default="resnet20s",
-                       help="resnet18, resnet50, resnet20s, resnet44s, resnet56s, vgg16_bn, conv2, conv4, conv6 (default resnet20s)")
+                       help="resnet18, resnet50, resnet20s, resnet44s, resnet56s, vgg16_bn, conv2, conv4, conv6; the PrAC "
+                            "names res18, res50, res20s, res56s are aliases (default resnet20s)")
     group.add_argument("--imagenet_arch", action="store_true",
                        help="use the ImageNet stem (7x7 conv, max pool) for resnet18/resnet50 instead of the CIFAR stem")
     group.add_argument("--seed", type=int, default=1, help="random seed (default 1; the paper's CIFAR runs use 41)")
@@ -36,23 +39,25 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpu", type=int, default=None, help="CUDA device index (default 0)")
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The original's SGD and schedule flags (shared by main_imp.py and main_train.py)."""
-    train = parser.add_argument_group("training")
-    train.add_argument("--batch_size", type=int, default=128, help="batch size (default 128)")
-    train.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default 0.1)")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
-    train.add_argument("--epochs", type=int, default=182, help="training epochs (per IMP round in main_imp.py; default 182)")
-    train.add_argument("--warmup", type=int, default=0, help="epochs of linear learning-rate warm-up (default 0)")
-    train.add_argument("--decreasing_lr", default="91,136", help="epochs at which the lr is divided by 10 (default 91,136)")
-    train.add_argument("--print_freq", type=int, default=50, help="kept for compatibility: a progress bar and one line per epoch replace it")
-    train.add_argument("--amp", action="store_true", help="bf16 autocast for training and evaluation")
-    train.add_argument("--channels_last", action="store_true", help="channels-last memory format (faster convolutions on GPUs)")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps on GPUs)")
-    train.add_argument("--loader", default="resident", choices=LOADERS,
-                       help="resident: the data set as uint8 on the device, crop/flip there (default); dataloader: "
-                            "PIL images through torchvision transforms and a DataLoader with --workers, as the original")
+def add_training_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None,
+                           skip: Iterable[str] = ("workers",), print_freq: bool = True) -> None:
+    """The SGD, schedule and speed flags, generated from :class:`lotterypools.config.IMPConfig` (with ``defaults``).
+
+    ``--workers`` comes with the data flags in the CIFAR scripts, hence skipped here by default; the
+    ImageNet scripts have their own ``-p/--print_freq`` (``print_freq=False``).
+    """
+    add_config_arguments(parser, {"training": "training"}, defaults=defaults, skip=skip)
+    if not print_freq:
+        return
+    group = parser.add_argument_group("compatibility")
+    group.add_argument("--print_freq", type=int, default=50,
+                       help="kept for compatibility: a progress bar and one line per epoch replace it")
+
+
+def add_pruning_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None,
+                          skip: Iterable[str] = ()) -> None:
+    """The IMP flags (rounds, rate, rewinding, ticket), generated from :class:`lotterypools.config.IMPConfig`."""
+    add_config_arguments(parser, {"pruning": "pruning"}, defaults=defaults, skip=skip)
 
 
 def training_parser(description: str) -> argparse.ArgumentParser:
@@ -66,10 +71,7 @@ def training_parser(description: str) -> argparse.ArgumentParser:
 
 def parse_milestones(text: str) -> list[int]:
     """``"91,136"`` -> ``[91, 136]``."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--decreasing_lr {text!r} must be comma-separated epochs, e.g. 91,136") from None
+    return parse_epoch_list(text)
 
 
 def default_save_dir(args: argparse.Namespace) -> Path:
@@ -126,7 +128,6 @@ def add_ood_arguments(parser: argparse.ArgumentParser, required: bool = False) -
 def add_imagenet_arguments(parser: argparse.ArgumentParser, default_seed: int) -> None:
     """Data, model, device and launcher flags, spelled as the original ImageNet scripts."""
     parser.add_argument("data", help="ImageFolder root holding train/ (trains; a held-out part chooses) and val/ (reports)")
-    parser.add_argument("--save_dir", required=True, help="the OpenLTH run folder holding level_<k>/main/")
     group = parser.add_argument_group("data, model and processes")
     group.add_argument("--arch", default="imagenet_resnet_18",
                        help="imagenet_resnet_18/34/50 (OpenLTH's), or any CIFAR architecture name for small tests "
@@ -140,7 +141,8 @@ def add_imagenet_arguments(parser: argparse.ArgumentParser, default_seed: int) -
     group.add_argument("--split_seed", type=int, default=0, help="seed of the held-out split (default 0)")
     group.add_argument("--input_size", type=int, default=224,
                        help="crop side; test images are resized to 256/224 of it first (default 224)")
-    group.add_argument("--fp16", action="store_true", help="mixed precision with torch.autocast (bf16); no apex")
+    group.add_argument("--fp16", "--amp", dest="amp", action="store_true",
+                       help="mixed precision with torch.autocast (bf16); no apex (--amp is the same)")
     group.add_argument("--seed", type=int, default=default_seed, help=f"random seed (default {default_seed})")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: a GPU per process when there are GPUs)")
     group.add_argument("--local_rank", "--local-rank", type=int, default=None,

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .cli import parse_milestones
+from .config import config_from_args
 from .data import DataSplits, dataset_spec, load_dataset
 from .device import resolve_device, seed_everything
 from .errors import UserError
@@ -42,12 +42,6 @@ def setup_device(args: argparse.Namespace) -> torch.device:
     return resolve_device(args.device, args.gpu)
 
 
-def imp_config(args: argparse.Namespace, **pruning) -> IMPConfig:
-    """An :class:`IMPConfig` from the data, model and training flags; ``pruning`` gives the pruning fields."""
-    config = IMPConfig(arch=args.arch, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                       lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                       milestones=parse_milestones(args.decreasing_lr), warmup=args.warmup, seed=args.seed,
-                       amp=args.amp, channels_last=args.channels_last, compile=args.compile, loader=args.loader,
-                       workers=args.workers, **pruning)
-    config.validate()
-    return config
+def imp_config(args: argparse.Namespace, **overrides) -> IMPConfig:
+    """A validated :class:`IMPConfig` from the parsed flags (generated from it); ``overrides`` fix other fields."""
+    return config_from_args(args, **overrides)

@@ -129,7 +129,12 @@ def batchnorm_loader(dataset: Dataset, batch_size: int, workers: int, device: to
 
 def training_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device, seed: int,
                     rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DistributedSampler]:
-    """Shuffled training batches of this process's share; call ``sampler.set_epoch(epoch)`` every epoch."""
+    """Shuffled training batches of this process's share; call ``sampler.set_epoch(epoch)`` every epoch.
+
+    Workers start afresh each epoch (not persistent), seeded from ``loader.generator``: setting it per epoch
+    makes the augmentation of an epoch independent of the epochs before (a resumed run repeats it).
+    """
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, **_loader_options(workers, device))
+    options = {**_loader_options(workers, device), "persistent_workers": False}
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, **options)
     return loader, sampler

@@ -15,9 +15,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.transforms.functional import to_pil_image
 
-from .choices import LOADERS  # noqa: F401 (re-exported)
+from .choices import LOADERS
 from .data import DatasetSpec, Split
 from .errors import UserError
+
+__all__ = ["LOADERS", "DataLoaderSource", "IndexedDataset", "SplitAsPIL", "original_transform", "pil_source"]
 
 
 def original_transform(spec: DatasetSpec, augment: bool) -> transforms.Compose:
@@ -47,6 +49,19 @@ class SplitAsPIL(Dataset):
         return self.transform(to_pil_image(self.images[index])), int(self.labels[index])
 
 
+class IndexedDataset(Dataset):
+    """``dataset``'s items with their index appended: (image, label, index), for per-sample records."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return (*self.dataset[index], index)
+
+
 class DataLoaderSource:
     """Batches of ``dataset`` through a ``DataLoader``, moved to ``device``; re-iterable like ``BatchSource``.
 
@@ -68,8 +83,8 @@ class DataLoaderSource:
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader():
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        for images, labels, *rest in self.loader():  # rest: sample indices (IndexedDataset), kept on the CPU
+            yield (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True), *rest)
 
     def __len__(self) -> int:
         n = len(self.dataset)

@@ -3,8 +3,9 @@
 An OpenLTH IMP run folder holds ``level_{k}/main/`` per pruning level k (level 0 is dense) with
 ``mask.pth`` (``{parameter name: 0/1 tensor}``, saved as int) and the weights of training steps as
 ``model_ep{E}_it{I}.pth`` (a plain state_dict, keys ``model.conv1.weight``, ...). A level's ticket is
-the last epoch present with iteration 0. ``checkpoint.pth`` (ours: resumable training state) and
-``sparsity_report.json`` sit beside them.
+the last epoch present with iteration 0. ``sparsity_report.json`` sits beside them, and ours:
+``checkpoint.pth`` (resumable training state of a level in progress) and ``level_summary.json`` (written
+when a level is finished). :class:`OpenLTHLayout` is the training engine's reader and writer of it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
-from .checkpoints import TicketFile, atomic_save, check_rounds_without_gaps, load_file, state_dict_of
+from .checkpoints import (RoundProgress, TicketFile, atomic_save, check_rounds_without_gaps, load_file,
+                          split_pruned_state, state_dict_of)
 from .errors import UserError
-from .masks import Masks, density, kept_count
-from .results import write_json
+from .masks import Masks, density, kept_count, masks_of, prunable_names
+from .results import read_json, write_json
 
 LEVEL_PATTERN = re.compile(r"^level_(\d+)$")
 MODEL_PATTERN = re.compile(r"^model_ep(\d+)_it0\.pth$")
@@ -46,6 +48,16 @@ def checkpoint_path(root: str | os.PathLike, level: int) -> Path:
 
 def report_path(root: str | os.PathLike, level: int) -> Path:
     return level_dir(root, level) / "sparsity_report.json"
+
+
+def summary_path(root: str | os.PathLike, level: int) -> Path:
+    """Ours: a finished level's record and per-epoch history."""
+    return level_dir(root, level) / "level_summary.json"
+
+
+def settings_path(root: str | os.PathLike) -> Path:
+    """Ours: the run's settings (JSON), compared when the command is rerun to continue."""
+    return Path(root) / "settings.json"
 
 
 def model_epochs(folder: Path) -> list[int]:
@@ -130,3 +142,92 @@ def write_mask(root: str | os.PathLike, level: int, masks: Mapping[str, torch.Te
     total = sum(m.numel() for m in masks.values())
     write_json(report_path(root, level), {"total": total, "unpruned": kept_count(masks), "density": density(masks)})
     return path
+
+
+def _plain(model: torch.nn.Module) -> Weights:
+    """The model's weights with masks folded in (``weight_orig * weight_mask`` -> ``weight``), on the CPU."""
+    weights, _ = split_pruned_state(model.state_dict())
+    return {k: v.detach().cpu() for k, v in weights.items()}
+
+
+class OpenLTHLayout:
+    """An OpenLTH run folder, read and written for the training engine (tickets: the last epoch's weights).
+
+    A level starts by writing ``mask.pth`` and its start weights ``model_ep{start}_it0.pth`` (level 0: the
+    initialisation; later levels: the rewind weights under the mask); level 0 also writes the rewind epoch's
+    weights; every epoch replaces ``checkpoint.pth``; a finished level writes ``model_ep{E}_it0.pth`` and
+    ``level_summary.json`` and drops ``checkpoint.pth``.
+    """
+
+    file_layout = "openlth"
+
+    def __init__(self, folder: str | os.PathLike, config: Any):
+        if config.ticket != "last":
+            raise UserError(f"--ticket {config.ticket}: OpenLTH's layout keeps the last epoch's weights as a level's "
+                            f"ticket; use --ticket last (or the original's layout for best-validation tickets)")
+        self.folder, self.config = Path(folder), config
+        self.settings_path = settings_path(self.folder)
+
+    def holds_run(self) -> bool:
+        return mask_path(self.folder, 0).exists() or checkpoint_path(self.folder, 0).exists()
+
+    def describe_missing(self) -> str:
+        return f"no level in progress or finished under {self.folder}"
+
+    def latest_progress(self, last_round: int) -> RoundProgress | None:
+        """The highest level with a checkpoint (in progress) or a summary (finished), up to ``last_round``."""
+        for level in sorted((k for k in levels_present(self.folder) if k <= last_round), reverse=True):
+            if checkpoint_path(self.folder, level).exists():
+                return self.read_progress_file(checkpoint_path(self.folder, level))
+            if summary_path(self.folder, level).exists():
+                return self._finished(level)
+        return None
+
+    def read_progress_file(self, path: Path) -> RoundProgress:
+        return RoundProgress.from_saved(load_file(path), path, model_key="model")
+
+    def _finished(self, level: int) -> RoundProgress:
+        record = read_json(summary_path(self.folder, level))
+        path = model_path(self.folder, level, record["epochs_end"])
+        weights, masks = read_level(path)
+        return RoundProgress(level, record["epochs_end"], record["history"], record["val_acc"] or -1.0,
+                             record["ticket_epoch"], record["seconds"], record.get("stopped_early", False),
+                             model=weights, masks=masks if level > 0 else {}, path=path)
+
+    def round_closed(self, round_index: int) -> bool:
+        return summary_path(self.folder, round_index).exists()
+
+    def write_start(self, round_index: int, start_epoch: int, model: torch.nn.Module) -> None:
+        masks = masks_of(model) or {name: torch.ones_like(model.state_dict()[name])
+                                    for name in prunable_names(model, self.config.include_linear)}
+        write_mask(self.folder, round_index, masks)
+        write_model(self.folder, round_index, start_epoch, _plain(model))
+
+    def write_rewind(self, epoch: int, model: torch.nn.Module) -> None:
+        write_model(self.folder, 0, epoch, _plain(model))
+
+    def read_rewind(self, epoch: int) -> Weights | None:
+        path = model_path(self.folder, 0, epoch)
+        return dict(load_file(path)) if path.exists() else None
+
+    def read_ticket(self, round_index: int) -> Weights:
+        epochs = model_epochs(level_dir(self.folder, round_index))
+        if not epochs:
+            raise UserError(f"{level_dir(self.folder, round_index)} holds no model_ep<E>_it0.pth")
+        return read_level(model_path(self.folder, round_index, epochs[-1]))[0]
+
+    def write_epoch(self, progress: RoundProgress, model: torch.nn.Module, is_ticket: bool,
+                    extra: Mapping[str, Any]) -> None:
+        """``checkpoint.pth``: the training state and the weights as trained (``weight_orig`` kept: exact resume)."""
+        atomic_save({**extra, **progress.resumable_state(), "model": model.state_dict()},
+                    checkpoint_path(self.folder, progress.round))
+
+    def close_round(self, progress: RoundProgress, model: torch.nn.Module, record: dict) -> None:
+        write_model(self.folder, progress.round, progress.next_epoch, _plain(model))
+        write_json(summary_path(self.folder, progress.round),
+                   {**record, "level": progress.round, "epochs_end": progress.next_epoch, "history": progress.result})
+        checkpoint_path(self.folder, progress.round).unlink(missing_ok=True)
+
+    def summary(self) -> list[dict]:
+        records = [read_json(summary_path(self.folder, level)) for level in levels_present(self.folder)]
+        return [{k: v for k, v in r.items() if k != "history"} for r in records if r is not None]

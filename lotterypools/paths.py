@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+BEST_PATTERN = re.compile(r"^(\d+)model_SA_best\.pth\.tar$")
+LAST_PATTERN = re.compile(r"^(\d+)checkpoint\.pth\.tar$")
 
 
 def round_checkpoint(save_dir: Path, round_index: int) -> Path:
@@ -26,3 +30,8 @@ def summary(save_dir: Path) -> Path:
 
 def training_curve(save_dir: Path, round_index: int) -> Path:
     return Path(save_dir) / f"{round_index}training_curve.png"
+
+
+def settings(save_dir: Path) -> Path:
+    """The run's settings (JSON): what ``--resume`` compares against."""
+    return Path(save_dir) / "settings.json"

@@ -13,31 +13,13 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from . import paths
-from .checkpoints import atomic_save, check_compatible, load_file, split_pruned_state, state_dict_of
+from .checkpoints import check_compatible, read_initialisation, read_masks
 from .data import DataSplits
 from .errors import UserError
 from .imp import IMPConfig, IMPRun
-from .masks import Masks, apply_masks, prunable_names
+from .masks import Masks, prunable_names
 
 Weights = dict[str, torch.Tensor]
-
-
-def read_masks(path: Path) -> Masks:
-    """The ``weight_mask`` entries of a checkpoint (``{k}checkpoint.pth.tar`` of a pruned round), as a mask dict."""
-    _, masks = split_pruned_state(state_dict_of(load_file(path), path))
-    if not masks:
-        raise UserError(f"{path} holds no pruning masks ('*_mask' entries): take the checkpoint of a pruned round (1 or later)")
-    return masks
-
-
-def read_initialisation(path: Path) -> Weights:
-    """Plain weights to start from: the checkpoint's ``init_weight`` when set, else its ``state_dict``, else a bare state dict."""
-    checkpoint = load_file(path)
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("init_weight"), dict):
-        checkpoint = checkpoint["init_weight"]
-    weights, _ = split_pruned_state(state_dict_of(checkpoint, path))
-    return weights
 
 
 def check_masks(masks: Mapping[str, torch.Tensor], model: nn.Module, path: Path, what: str) -> None:
@@ -58,15 +40,12 @@ class RetrainRun(IMPRun):
         super().__init__(config, model_factory, data, device, save_dir, **kwargs)
         self.masks, self.initialisation = masks, initialisation
 
-    def _start(self) -> nn.Module:
-        """The model from the seed, given the initialisation (if any) and then the mask; the dense start is saved."""
-        torch.manual_seed(self.config.seed)
-        model = self.model_factory().to(self.device)
-        if self.initialisation is not None:
-            model.load_state_dict(self.initialisation)
-        atomic_save(model.state_dict(), paths.rewind_weights(self.save_dir, 0))
-        apply_masks(model, self.masks)
-        return model
+    def initial_weights(self) -> Weights | None:
+        """The given initialisation (``None``: the seeded random one); saved as the dense start."""
+        return self.initialisation
+
+    def initial_masks(self) -> Masks:
+        return self.masks
 
 
 def retrain(config: IMPConfig, model_factory: Callable[[], nn.Module], data: DataSplits, device: torch.device,

@@ -104,11 +104,12 @@ class TrainingHook:
 
 def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: torch.device,
                     amp: bool = False, progress: str | None = None, total: int | None = None,
-                    hooks: Sequence[TrainingHook] = (), epoch: int = 0, first_step: int = 0) -> EpochStats:
+                    hooks: Sequence[TrainingHook] = (), epoch: int = 0, first_step: int = 0,
+                    label_smoothing: float = 0.0) -> EpochStats:
     """One pass of SGD over ``batches``; returns the mean training loss and accuracy.
 
     ``hooks`` are called at every step (see :class:`TrainingHook`); ``epoch`` and ``first_step`` only
-    number the steps they see.
+    number the steps they see; ``label_smoothing`` goes to the cross-entropy (0: none).
     """
     model.train()
     loss_sum = torch.zeros((), device=device)
@@ -119,7 +120,7 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
         indices = batch[2] if len(batch) > 2 else None
         with autocast_context(device, amp):
             logits = model(images)
-            loss = F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         step = Step(model, optimizer, epoch, first_step + index, images, labels, logits.detach(), loss.detach(), indices)

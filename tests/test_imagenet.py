@@ -252,3 +252,65 @@ def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
     assert multiproc.port_in_script_args(["-j32", "--master_port", "8020"]) == 8020
     with pytest.raises(UserError, match="not a port number"):
         multiproc.port_in_script_args(["--master_port=eighty"])
+
+
+def test_main_imp_on_two_processes_trains_and_a_rerun_with_more_levels_continues(data, tmp_path):
+    save = tmp_path / "imp"
+
+    def argv(levels: str) -> list[str]:
+        return ["multiproc.py", "--nproc_per_node", "2", "main_imp.py", "--save_dir", str(save), str(data),
+                "--arch", TINY_ARCH, "--levels", levels, "--epochs", "2", "--rewind_epoch", "1", "--warmup", "1",
+                "--milestones", "1", "-b", "8", "-j0", "--input_size", "32", "--val_size", "6", "--device", "cpu",
+                "--master_port", str(free_port())]
+
+    first = run_script(argv("0"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert [f.round for f in openlth.level_files(save)] == [0]
+    stamp = openlth.model_path(save, 0, 2).stat().st_mtime_ns
+    second = run_script(argv("1"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert [(f.round, f.path.name) for f in openlth.level_files(save)] == [(0, "model_ep2_it0.pth"), (1, "model_ep2_it0.pth")]
+    assert openlth.model_path(save, 0, 2).stat().st_mtime_ns == stamp  # level 0 was not trained again
+    masks = {k: v.float() for k, v in load_file(openlth.mask_path(save, 1)).items()}
+    final = load_file(openlth.model_path(save, 1, 2))
+    assert abs(density(masks) - 0.8) < 1e-3 and all(torch.all(final[k][masks[k] == 0] == 0) for k in masks)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_killed_imagenet_level_resumes_to_the_uninterrupted_tickets(data, tmp_path, workers):
+    from lotterypools.distributed import init_distributed
+    from lotterypools.openlth_imp import LevelRun, openlth_config
+    from lotterypools.training import TrainingHook
+
+    class Killed(Exception):
+        pass
+
+    class KillAfter(TrainingHook):
+        def __init__(self, count):
+            self.count, self.seen = count, 0
+
+        def end_of_epoch(self, epoch, model, stats):
+            self.seen += 1
+            if self.seen == self.count:
+                raise Killed
+            return False
+
+    splits = load_image_folders(data, 6, input_size=32, warn=lambda message: None)
+    config = openlth_config(arch=TINY_ARCH, epochs=3, batch_size=9, lr=0.05, milestones=[2], warmup=1, levels=1,
+                            rewind_epoch=1, workers=workers)
+    context = init_distributed("cpu")
+
+    def run(folder, hooks=()):
+        factory = lambda: build_imagenet_model(TINY_ARCH, CLASSES, 32)
+        return LevelRun(config, factory, splits, context, folder, hooks=hooks, log=lambda line: None,
+                        progress=False).run()
+
+    run(tmp_path / "whole")
+    with pytest.raises(Killed):
+        run(tmp_path / "cut", hooks=[KillAfter(5)])  # level 1, after its first epoch
+    assert openlth.checkpoint_path(tmp_path / "cut", 1).exists()
+    run(tmp_path / "cut")
+    for level in (0, 1):
+        a = load_file(openlth.model_path(tmp_path / "whole", level, 3))
+        b = load_file(openlth.model_path(tmp_path / "cut", level, 3))
+        assert all(torch.equal(a[k], b[k]) for k in a), level

@@ -36,8 +36,8 @@ def kill_at(line_start: str):
 class RecordingRun(IMPRun):
     """Records the model, mask and schedule each round starts training from."""
 
-    def _optimizer_and_scheduler(self, model, state):
-        optimizer, scheduler = super()._optimizer_and_scheduler(model, state)
+    def _optimizer_and_scheduler(self, model, state, plan):
+        optimizer, scheduler = super()._optimizer_and_scheduler(model, state, plan)
         self.starts = getattr(self, "starts", {})
         self.starts[state.round] = dict(epoch=state.next_epoch, state=copy.deepcopy(model.state_dict()),
                                         masks=masks_of(model), last_epoch=scheduler.last_epoch,
@@ -194,6 +194,11 @@ def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path, tiny_run):
 
 
 def test_resume_with_another_architecture_fails_and_keeps_the_files(tiny_run):
+    before = folder_snapshot(tiny_run)
+    with pytest.raises(UserError, match=r"other settings \(arch conv2 -> conv4\)"):
+        tiny_imp_run(tiny_run, arch="conv4").run(resume=True)
+    assert folder_snapshot(tiny_run) == before
+    paths.settings(tiny_run).unlink()  # a folder without stored settings: the weights themselves do not fit
     before = folder_snapshot(tiny_run)
     with pytest.raises(UserError, match="does not fit --arch conv4"):
         tiny_imp_run(tiny_run, arch="conv4").run(resume=True)

@@ -8,6 +8,7 @@ torchvision or matplotlib: the heavy modules are imported inside ``main``, so ``
 # The console command of every command module (pyproject.toml [project.scripts] lists the same pairs).
 CONSOLE_COMMANDS = {
     "lotterypools-imp": "main_imp",
+    "lotterypools-prac-imp": "main_prac_imp",
     "lotterypools-train": "main_train",
     "lotterypools-pools": "lottery_pools",
     "lotterypools-make-corrupted": "make_corrupted",
@@ -15,5 +16,11 @@ CONSOLE_COMMANDS = {
     "lotterypools-imagenet-imp": "imagenet_imp",
     "lotterypools-imagenet-pools": "imagenet_pools",
     "lotterypools-multiproc": "multiproc",
+    "lotterypools-freetickets-dst": "main_dst",
+    "lotterypools-freetickets-edst": "main_edst",
+    "lotterypools-freetickets-individual": "main_individual",
+    "lotterypools-freetickets-pf": "main_pf",
+    "lotterypools-freetickets-ensemble": "ensemble_freetickets",
+    "lotterypools-freetickets-imagenet": "imagenet_edst",
     "lotterypools-aggregate": "aggregate_results",
 }

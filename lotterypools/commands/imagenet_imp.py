@@ -12,43 +12,42 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_imagenet_arguments, parse_milestones
-from ..errors import RERUN_CONTINUES, cli_entry
+from ..cli import add_imagenet_arguments, add_pruning_arguments, add_training_arguments
+from ..config import OPENLTH_IMAGENET_DEFAULTS
+from ..errors import RERUN_CONTINUES, UserError, cli_entry
 from ..files import check_writable_folder
+
+
+# Flags the ImageNet data/process group already gives (-j, --seed, --fp16/--amp), and what OpenLTH's layout fixes.
+SKIPPED = ("workers", "seed", "amp", "loader", "pruning_times", "ticket")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_imagenet_arguments(parser, default_seed=1)
-    train = parser.add_argument_group("training (OpenLTH's ImageNet defaults)")
-    train.add_argument("-b", "--batch_size", type=int, default=1024,
-                       help="global batch size, split evenly over the processes (default 1024)")
-    train.add_argument("--lr", type=float, default=0.4, help="peak learning rate (default 0.4)")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
-    train.add_argument("--epochs", type=int, default=90, help="epochs per level (default 90)")
-    train.add_argument("--warmup", type=int, default=5, help="epochs of linear learning-rate warm-up (default 5)")
-    train.add_argument("--milestones", default="30,60,80", help="epochs at which the lr is divided by 10 (default 30,60,80)")
-    imp = parser.add_argument_group("pruning")
-    imp.add_argument("--levels", type=int, default=10,
-                     help="last pruning level: levels 0 (dense) .. LEVELS are trained (default 10: 11 tickets)")
-    imp.add_argument("--rate", type=float, default=0.2, help="fraction of the remaining weights pruned per level (default 0.2)")
-    imp.add_argument("--rewind_epoch", type=int, default=5, help="epoch of level 0 that pruned levels restart from (default 5)")
+    add_imagenet_arguments(parser, default_seed=OPENLTH_IMAGENET_DEFAULTS["seed"])
+    parser.add_argument("--save_dir", required=True,
+                        help="output: the OpenLTH run folder that receives level_<k>/main/ (rerun to continue it)")
+    add_training_arguments(parser, OPENLTH_IMAGENET_DEFAULTS, skip=SKIPPED, print_freq=False)
+    add_pruning_arguments(parser, OPENLTH_IMAGENET_DEFAULTS, skip=SKIPPED)
+    levels = OPENLTH_IMAGENET_DEFAULTS["pruning_times"] - 1
+    parser.add_argument("--levels", type=int, default=levels,
+                        help=f"last pruning level: levels 0 (dense) .. LEVELS are trained (default {levels}: "
+                             f"{levels + 1} tickets)")
     return parser
 
 
 @cli_entry(interrupted=RERUN_CONTINUES)
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from ..config import config_from_args
     from ..distributed import close_distributed
     from ..imagenet_cli import imagenet_model_factory, load_imagefolder_data, start_processes
-    from ..openlth_imp import LevelConfig, LevelRun
+    from ..openlth_imp import LevelRun
     from ..results import format_table, log
 
-    config = LevelConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         momentum=args.momentum, weight_decay=args.weight_decay,
-                         milestones=parse_milestones(args.milestones), warmup=args.warmup, levels=args.levels,
-                         rate=args.rate, rewind_epoch=args.rewind_epoch, seed=args.seed, amp=args.fp16)
+    if args.levels < 0:
+        raise UserError(f"--levels {args.levels} must be 0 (the dense network only) or more")
+    config = config_from_args(args, defaults=OPENLTH_IMAGENET_DEFAULTS, pruning_times=args.levels + 1)
     # every process checks, before any joins the group: a refusal on one rank must not leave the others waiting
     check_writable_folder(Path(args.save_dir), "--save_dir", create=False)
     context = start_processes(args)
@@ -58,9 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     if context.is_main:
         log(f"IMP on {len(data.train)} train / {len(data.val)} held-out / {len(data.test)} test images; {args.arch} on "
             f"{context.world_size} process(es), {context.device}; run folder {args.save_dir}")
-    summary = LevelRun(config, factory, data, context, Path(args.save_dir), args.workers).run()
+    summary = LevelRun(config, factory, data, context, Path(args.save_dir)).run()
     if context.is_main:
-        log(format_table(summary, ["level", "density", "val_acc", "test_acc"]))
+        log(format_table(summary, ["level", "density", "val_acc", "test_acc", "epochs", "seconds"]))
     close_distributed(context)
 
 

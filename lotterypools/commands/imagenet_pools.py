@@ -24,11 +24,15 @@ from ..errors import POOLS_RERUN, UserError, cli_entry
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_imagenet_arguments(parser, default_seed=17)
+    parser.add_argument("--ticket_dir", "--save_dir", dest="ticket_dir", required=True,
+                        help="input: the OpenLTH run folder holding level_<k>/main/ (--save_dir is the original's "
+                             "spelling)")
     add_pool_arguments(parser)
     parser.set_defaults(search_num=11)
     parser.add_argument("-b", "--batch_size", type=int, default=256,
-                        help="images per batch and process for BN recalibration and evaluation (default 256)")
-    parser.add_argument("--results_dir", default=None, help="where results go (default: the --save_dir folder)")
+                        help="images per batch for BN recalibration, whatever the number of processes (whole "
+                             "batches are dealt to them), and per evaluation batch (default 256)")
+    parser.add_argument("--results_dir", default=None, help="output: where results go (default: --ticket_dir)")
     parser.add_argument("--parallel", default="data", choices=("data", "targets"),
                         help="with several processes: data (every process shares every trial's batches; default) or "
                              "targets (every process runs whole targets on its own)")
@@ -52,7 +56,7 @@ def build_evaluator(args: argparse.Namespace, data, model, context):
     bn = batchnorm_loader(data.train_plain, args.batch_size, args.workers, device, args.seed, args.bn_batches, rank, world)
     val = evaluation_loader(data.val, args.batch_size, args.workers, device, rank, world)
     test = evaluation_loader(data.test, args.batch_size, args.workers, device, rank, world)
-    return ShardedPoolEvaluator(model, bn, val, test, context, amp=args.fp16)
+    return ShardedPoolEvaluator(model, bn, val, test, context, amp=args.amp)
 
 
 @cli_entry(interrupted=POOLS_RERUN)
@@ -70,26 +74,26 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "ood_data", None):
         raise UserError("--ood_data (CIFAR-C layout) is supported by CIFAR/Lottery_pools.py only; "
                         "drop it from the ImageNet command")
-    files = level_files(args.save_dir)
-    results_dir = Path(args.results_dir or args.save_dir)
+    files = level_files(args.ticket_dir)
+    results_dir = Path(args.results_dir or args.ticket_dir)
     # every process checks, before any joins the group: a refusal on one rank must not leave the others waiting
-    flag = "--results_dir" if args.results_dir else "--save_dir (the results' default folder)"
+    flag = "--results_dir" if args.results_dir else "--ticket_dir (the results' default folder)"
     results = check_results_folder(results_dir, flag)
-    check_targets(args.targets, [f.round for f in files], args.save_dir)
+    check_targets(args.targets, [f.round for f in files], args.ticket_dir)
     context = start_processes(args)
     data = load_imagefolder_data(args, context)
     model = imagenet_model_factory(args, data.num_classes)()
     store = TicketStore(files, model.state_dict(), f"--arch {args.arch}", reader=read_level)
     evaluator = build_evaluator(args, data, model, context)
     if context.is_main:
-        log(f"{len(files)} tickets (levels 0-{files[-1].round}, {files[-1].path.name}) from {args.save_dir}; "
+        log(f"{len(files)} tickets (levels 0-{files[-1].round}, {files[-1].path.name}) from {args.ticket_dir}; "
             f"{args.interpolate_method} on {context.world_size} process(es) ({args.parallel}-parallel), "
             f"{context.device} ({context.backend}); {len(data.train)} train / {len(data.val)} held-out / "
             f"{len(data.test)} test images; BN on "
             f"{'%d batches' % args.bn_batches if args.bn_batches else 'the whole training part'}")
     targets_parallel = args.parallel == "targets"
     share = Share(context.rank, context.world_size) if targets_parallel else Share()
-    settings = pool_settings(args, args.save_dir, args.arch, f"imagenet:{Path(args.data).resolve()}")
+    settings = pool_settings(args, args.ticket_dir, args.arch, f"imagenet:{Path(args.data).resolve()}")
     run_pool_job(args, store, evaluator, results, settings, f"{args.arch} on ImageNet", share=share,
                  writer=targets_parallel or context.is_main, sync=lambda: barrier(context),
                  progress_bar=progress_wanted(args.no_progress) and context.is_main)

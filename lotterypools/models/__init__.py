@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from ..errors import UserError
-from . import cifar_resnet, conv, imagenet_resnet, vgg
+from . import cifar_resnet, conv, imagenet_resnet, vgg, wide_resnet
 
 CIFAR_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": cifar_resnet.resnet18,
@@ -19,7 +19,10 @@ CIFAR_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "conv2": conv.conv2,
     "conv4": conv.conv4,
     "conv6": conv.conv6,
+    "wrn-28-10": lambda **kw: wide_resnet.wide_resnet("wrn-28-10", **kw),
 }
+# Any wide ResNet by name, ``wrn-<depth>-<width>`` (depth 6n+4), besides the listed wrn-28-10.
+WIDE_RESNET_PATTERN = "wrn-D-W"
 
 # OpenLTH's ImageNet ResNets (state_dict keys ``model.*``, normalisation done by the data pipeline).
 IMAGENET_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
@@ -27,6 +30,9 @@ IMAGENET_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "imagenet_resnet_34": imagenet_resnet.imagenet_resnet_34,
     "imagenet_resnet_50": imagenet_resnet.imagenet_resnet_50,
 }
+
+# The PrAC code's names for the same architectures (its README's --arch values).
+ARCH_ALIASES = {"res20s": "resnet20s", "res56s": "resnet56s", "res18": "resnet18", "res50": "resnet50"}
 
 # Architectures whose constructor needs the input's side length (they end in a flatten).
 _NEEDS_IMAGE_SIZE = {"conv2", "conv4", "conv6"}
@@ -37,14 +43,17 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, mean: Sequenc
     """Build an architecture by name; normalisation constants become buffers inside the model.
 
     ``imagenet_stem`` gives resnet18/resnet50 torchvision's 7x7 stride-2 stem and max pool (the original's
-    ``--imagenet_arch``).
+    ``--imagenet_arch``). The PrAC names of :data:`ARCH_ALIASES` are accepted.
     """
+    arch = ARCH_ALIASES.get(arch, arch)
     if imagenet_stem:
         if arch not in ("resnet18", "resnet50"):
             raise UserError(f"--imagenet_arch applies to resnet18 and resnet50, not {arch!r}")
         return cifar_resnet.imagenet_stem_resnet(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std)
+    if wide_resnet.parse_wrn_name(arch) is not None:
+        return wide_resnet.wide_resnet(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std)
     if arch not in CIFAR_ARCHITECTURES:
-        known = ", ".join(sorted(CIFAR_ARCHITECTURES))
+        known = ", ".join(sorted(CIFAR_ARCHITECTURES) + [WIDE_RESNET_PATTERN])
         raise UserError(f"unknown architecture {arch!r}: choose one of {known}")
     kwargs = dict(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std)
     if arch in _NEEDS_IMAGE_SIZE:
@@ -57,7 +66,7 @@ def build_imagenet_model(arch: str, num_classes: int, image_size: int = 224) -> 
     (its normalisation left as identity, since the ImageFolder pipeline normalises)."""
     if arch in IMAGENET_ARCHITECTURES:
         return IMAGENET_ARCHITECTURES[arch](num_classes=num_classes)
-    if arch in CIFAR_ARCHITECTURES:
+    if arch in CIFAR_ARCHITECTURES or wide_resnet.parse_wrn_name(arch) is not None:
         return build_model(arch, num_classes, image_size=image_size)
     known = ", ".join(sorted(IMAGENET_ARCHITECTURES) + sorted(CIFAR_ARCHITECTURES))
     raise UserError(f"unknown architecture {arch!r}: choose one of {known}")
