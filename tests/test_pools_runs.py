@@ -171,7 +171,7 @@ def test_targets_naming_a_missing_round(cli_run, tmp_path, capsys):
 def test_unwritable_results_folder_is_refused_before_any_work(cli_run, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    monkeypatch.setattr("lotterypools.cli.load_data", lambda args: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr("lotterypools.cli_setup.load_data", lambda args: pytest.fail("data loaded before the check"))
     code, _, err = run_main(capsys, pool_args(cli_run, blocker / "results"))
     assert_one_line(code, err, "--save_dir", "a_file")
     code, _, err = run_main(capsys, pool_args(cli_run, blocker))

@@ -30,13 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_entry(interrupted=NOTHING_TO_RESUME)
 def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     from ..aggregate import aggregate, csv_rows, markdown_table, read_run_folder
     from ..console import log
     from ..files import check_writable_folder
     from ..plots import plot_mean_std_vs_density
     from ..results import atomic_write_text, write_csv, write_json
 
-    args = build_parser().parse_args(argv)
     out = Path(args.out)
     runs = [read_run_folder(folder) for folder in args.run_folders]
     summary = aggregate(runs)
