@@ -30,8 +30,11 @@ def validate_pool_args(args: argparse.Namespace) -> None:
 
 
 def check_results_folder(folder: Path, flag: str) -> PoolResultsFile:
-    """Make sure results can be written to ``folder`` (before any work) and read what it already holds."""
-    check_writable_folder(Path(folder), flag)
+    """Make sure results can be written to ``folder`` (before any work) and read what it already holds.
+
+    A missing folder is not created here (a refused one must not be left behind); the first record creates it.
+    """
+    check_writable_folder(Path(folder), flag, create=False)
     return PoolResultsFile(folder)
 
 
