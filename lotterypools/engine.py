@@ -73,7 +73,8 @@ from .config import IMPConfig, changed_settings
 from .device import derived_seed
 from .errors import UserError
 from .masks import Masks, apply_masks, density, masks_of, prune_globally, refresh_masked_weights, remove_masks
-from .results import format_table, log, read_json, write_json
+from .console import log
+from .results import format_table, read_json, write_json
 from .training import Batches, EpochStats, TrainingHook, build_optimizer, build_scheduler, prepare_model, \
     train_one_epoch
 

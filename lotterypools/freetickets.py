@@ -17,7 +17,8 @@ from torch import nn
 
 from .checkpoints import atomic_save, check_compatible, load_file
 from .errors import UserError
-from .results import log, write_json
+from .console import log
+from .results import write_json
 from .sparse_training import MaskedWeights, MaskUpdater, SparseConfig, initial_masks, sparse_layer_report
 from .engine import EpochResult, fit
 from .training import EpochStats, build_optimizer

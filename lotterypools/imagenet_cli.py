@@ -12,7 +12,7 @@ from .distributed import DistributedContext, init_distributed
 from .cli import add_imagenet_arguments  # noqa: F401 (moved to the torch-free cli; kept importable here)
 from .imagefolder import ImageFolderSplits, load_image_folders
 from .models import build_imagenet_model
-from .results import log
+from .console import log
 
 
 def start_processes(args: argparse.Namespace) -> DistributedContext:

@@ -18,7 +18,7 @@ from .checkpoints import OriginalLayout
 from .config import PRUNE_TYPES, IMPConfig
 from .data import DataSplits
 from .engine import IMPEngine, RoundPolicy
-from .results import log
+from .console import log
 from .sources import SplitEvaluator, SplitTrainData
 from .training import TrainingHook
 

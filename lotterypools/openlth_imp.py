@@ -28,7 +28,7 @@ from .errors import UserError
 from .imagefolder import ImageFolderSplits, evaluation_loader, training_loader
 from .loaders import IndexedDataset
 from .openlth import OpenLTHLayout
-from .results import log
+from .console import log
 from .sources import SubsetIndices
 from .training import EpochStats, TrainingHook
 

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .console import log  # noqa: F401  (kept importable from here for code written before console.py)
 from .files import atomic_output
 
 

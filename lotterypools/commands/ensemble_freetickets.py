@@ -44,7 +44,8 @@ def main(argv=None) -> dict:
         raise UserError(f"unknown --mode {args.mode!r}: choose one of {', '.join(MODES)}")
     from pathlib import Path
 
-    from ..results import log, read_json, write_json
+    from ..console import log
+    from ..results import read_json, write_json
 
     folder = Path(args.resume)
     result = run_tsne(args, folder) if args.mode == "tsne" else run_on_tickets(args, folder)
@@ -60,7 +61,7 @@ def run_on_tickets(args: argparse.Namespace, folder) -> dict:
     from ..data import BatchSource, dataset_spec, load_dataset
     from ..device import resolve_device
     from ..models import build_model
-    from ..results import log
+    from ..console import log
     from ..sparse_training import check_density, sparse_weight_names
     from ..ticket_ensembles import (calibration_summary, disagreement_summary, find_tickets, kl_summary, load_tickets,
                                     predict_summary)

@@ -150,7 +150,8 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     from ..files import check_writable_folder
     from ..freetickets import FreeTicketsRun, RunConfig, cifar_feeds
     from ..models import build_model
-    from ..results import format_table, log
+    from ..console import log
+    from ..results import format_table
 
     config = sparse_config(args, method)
     plan = training_plan(args, method)

@@ -62,7 +62,8 @@ def main(argv=None) -> list[dict]:
     from ..freetickets import DataFeeds, FreeTicketsRun, RunConfig, imagenet_plan
     from ..imagenet_cli import imagenet_model_factory, load_imagefolder_data, start_processes
     from ..openlth_imp import ShardedEvaluator, ShardedTrainData
-    from ..results import format_table, log
+    from ..console import log
+    from ..results import format_table
 
     config = sparse_config(args, "ImageNet")
     m = args.multiplier

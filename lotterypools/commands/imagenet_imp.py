@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     from ..distributed import close_distributed
     from ..imagenet_cli import imagenet_model_factory, load_imagefolder_data, start_processes
     from ..openlth_imp import LevelRun
-    from ..results import format_table, log
+    from ..console import log
+    from ..results import format_table
 
     if args.levels < 0:
         raise UserError(f"--levels {args.levels} must be 0 (the dense network only) or more")
