@@ -290,6 +290,31 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], masks: 
         apply_masks(model, masks)
 
 
+def separate_masks(checkpoint: Mapping) -> Masks:
+    """Masks stored as a ``mask``/``masks`` dict beside plain weights (keys with or without ``_mask``)."""
+    for key in ("mask", "masks"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            return {name[: -len("_mask")] if name.endswith("_mask") else name: value.float()
+                    for name, value in checkpoint[key].items() if torch.is_tensor(value)}
+    return {}
+
+
+def read_ticket(path: Path) -> tuple[dict[str, torch.Tensor], Masks]:
+    """Plain weights (already masked) and masks of one ticket file.
+
+    Masks come as ``weight_orig`` + ``weight_mask`` pairs (the original's layout, masked on reading) or as
+    a separate dict beside plain weights, which are masked here.
+    """
+    checkpoint = load_file(path)
+    weights, masks = split_pruned_state(state_dict_of(checkpoint, path))
+    if not masks:
+        masks = separate_masks(checkpoint)
+        for name, mask in masks.items():
+            if name in weights:
+                weights[name] = weights[name] * mask
+    return weights, masks
+
+
 def round_checkpoint_dict(round_index: int, state_dict: Mapping[str, torch.Tensor], val_acc: float,
                           **extra: Any) -> dict[str, Any]:
     """The original's checkpoint dict (``state``, ``state_dict``, ``best_sa``) plus any ``extra`` keys."""
@@ -348,8 +373,7 @@ class OriginalLayout:
 
     def read_ticket(self, round_index: int) -> dict[str, torch.Tensor]:
         """Plain (masked) weights of a round's ticket."""
-        path = paths.round_best(self.folder, round_index)
-        weights, _ = split_pruned_state(state_dict_of(load_file(path), path))
+        weights, _ = read_ticket(paths.round_best(self.folder, round_index))
         return weights
 
     def write_epoch(self, progress: RoundProgress, model: torch.nn.Module, is_ticket: bool,

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from .choices import POOL_METHODS as METHODS
-from .checkpoints import atomic_save, join_pruned_state
+from . import paths
+from .checkpoints import atomic_save, join_pruned_state, round_checkpoint_dict
 from .console import log, progress
 from .errors import UserError
 from .masks import magnitude_masks
@@ -149,10 +150,10 @@ def result_record(result: PoolResult, method: str, ticket: Mapping, fields: Mapp
 def save_pooled_ticket(result: PoolResult, names: list[str], folder: Path) -> Path:
     """Write a pooled ticket in the original layout (``weight_orig`` + ``weight_mask``), readable as a ticket."""
     masks = magnitude_masks(result.weights, names, result.kept) if result.kept is not None else {}
-    path = folder / f"{result.target.round}model_SA_best.pth.tar"
-    atomic_save({"state": result.target.round, "state_dict": join_pruned_state(result.weights, masks),
-                 "best_sa": result.val_acc, "method": result.method, "chosen_rounds": result.chosen_rounds,
-                 "alphas": result.alphas}, path)
+    path = paths.round_best(folder, result.target.round)
+    atomic_save(round_checkpoint_dict(result.target.round, join_pruned_state(result.weights, masks), result.val_acc,
+                                      method=result.method, chosen_rounds=result.chosen_rounds, alphas=result.alphas),
+                path)
     return path
 
 
@@ -232,12 +233,12 @@ def run_linear_paths(store: TicketStore, evaluator: PoolEvaluator, fields: Mappi
     finished = {linear_key(p) for p in done}
     pairs = [(a, b) for a, b in zip(rounds, rounds[1:])
              if linear_key({"round_a": a, "round_b": b, **fields}) not in finished]
-    paths = []
+    lines = []
     for a, b in progress(share.mine(pairs), "linear paths", progress_bar):
         path = {**linear_path(store, evaluator, a, b, LINE_ALPHAS), **fields}
         if results is not None:
             results.commit(linear=[path])
         log(f"liner_inter {a}->{b}: test acc {' '.join(f'{x:.1f}' for x in path['test_acc'])}  "
             f"loss barrier {path['loss_barrier']:.4f}")
-        paths.append(path)
-    return paths
+        lines.append(path)
+    return lines

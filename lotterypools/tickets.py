@@ -9,8 +9,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .checkpoints import (MismatchError, TicketFile, check_compatible, check_same_data, load_file, split_pruned_state,
-                          state_dict_of)
+from .checkpoints import MismatchError, TicketFile, check_compatible, check_same_data, read_ticket
 from .errors import UserError
 from .masks import Masks, density, kept_count
 
@@ -33,31 +32,6 @@ class Ticket:
     @property
     def dense(self) -> bool:
         return self.kept is None
-
-
-def separate_masks(checkpoint: Mapping) -> Masks:
-    """Masks stored as a ``mask``/``masks`` dict beside plain weights (keys with or without ``_mask``)."""
-    for key in ("mask", "masks"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
-            return {name[: -len("_mask")] if name.endswith("_mask") else name: value.float()
-                    for name, value in checkpoint[key].items() if torch.is_tensor(value)}
-    return {}
-
-
-def read_ticket(path: Path) -> tuple[Weights, Masks]:
-    """Plain weights (already masked) and masks of one ticket file.
-
-    Masks come as ``weight_orig`` + ``weight_mask`` pairs (the original's layout, masked on reading) or as
-    a separate dict beside plain weights, which are masked here.
-    """
-    checkpoint = load_file(path)
-    weights, masks = split_pruned_state(state_dict_of(checkpoint, path))
-    if not masks:
-        masks = separate_masks(checkpoint)
-        for name, mask in masks.items():
-            if name in weights:
-                weights[name] = weights[name] * mask
-    return weights, masks
 
 
 class TicketStore:
