@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -12,6 +13,7 @@ from .config import config_from_args
 from .data import DataSplits, dataset_spec, load_dataset
 from .device import resolve_device, seed_everything
 from .errors import UserError
+from .files import check_writable_folder
 from .imp import IMPConfig
 from .models import build_model
 
@@ -45,3 +47,14 @@ def setup_device(args: argparse.Namespace) -> torch.device:
 def imp_config(args: argparse.Namespace, **overrides) -> IMPConfig:
     """A validated :class:`IMPConfig` from the parsed flags (generated from it); ``overrides`` fix other fields."""
     return config_from_args(args, **overrides)
+
+
+def start_training_job(args: argparse.Namespace, save_dir: Path) -> tuple[Callable[[], nn.Module], torch.device, DataSplits]:
+    """Model factory, device and data of a training script, its output folder checked before the data is read."""
+    factory = model_factory(args)
+    check_writable_folder(save_dir, "--save_dir", create=False)
+    device = setup_device(args)
+    data = load_data(args)
+    print(f"{args.dataset} from {data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test; "
+          f"{args.arch} on {device}; output {save_dir}", flush=True)
+    return factory, device, data

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ..cli import add_pruning_arguments, default_save_dir, training_parser
 from ..errors import UserError, cli_entry
-from ..files import check_writable_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from ..cli_setup import imp_config, load_data, model_factory, setup_device
+    from ..cli_setup import imp_config, start_training_job
     from ..imp import IMPRun
 
     if args.checkpoint and not args.resume:
@@ -39,12 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         args.save_dir = str(Path(args.checkpoint).parent)
     save_dir = Path(args.save_dir) if args.save_dir else default_save_dir(args)
     config = imp_config(args)
-    factory = model_factory(args)
-    check_writable_folder(save_dir, "--save_dir", create=False)
-    device = setup_device(args)
-    data = load_data(args)
-    print(f"{args.dataset} from {data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test; "
-          f"{args.arch} on {device}; run folder {save_dir}", flush=True)
+    factory, device, data = start_training_job(args, save_dir)
     IMPRun(config, factory, data, device, save_dir).run(resume=args.resume,
                                                         checkpoint=Path(args.checkpoint) if args.checkpoint else None)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..cli import training_parser
 from ..errors import UserError, cli_entry
-from ..files import check_writable_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,19 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from ..cli_setup import imp_config, load_data, model_factory, setup_device
+    from ..cli_setup import imp_config, start_training_job
     from ..retrain import retrain
 
     if args.random_init == (args.init_dir is not None):
         raise UserError("give exactly one of --init_dir (start from a checkpoint's weights) and --random_init")
     save_dir = Path(args.save_dir or f"runs/retrain_{args.dataset}_{args.arch}_seed{args.seed}")
     config = imp_config(args, prune_type="lt", pruning_times=1)
-    factory = model_factory(args)
-    check_writable_folder(save_dir, "--save_dir", create=False)
-    device = setup_device(args)
-    data = load_data(args)
-    print(f"{args.dataset} from {data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test; "
-          f"{args.arch} on {device}; mask {args.mask_dir}; init {args.init_dir or 'random'}; output {save_dir}", flush=True)
+    factory, device, data = start_training_job(args, save_dir)
     retrain(config, factory, data, device, save_dir, Path(args.mask_dir),
             Path(args.init_dir) if args.init_dir else None, resume=args.resume)
 
