@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import UserError
+from .paired_statistics import TEST_SIZES, gain_over_densities, paired_gain, sampling_error
 from .pool_results import JSON_NAME, SETTING_FIELDS, method_label
 from .results import read_json
 
@@ -104,9 +105,14 @@ def mean_std(values: Sequence[float]) -> dict:
             "n": len(values), "values": list(values)}
 
 
-def aggregate(runs: Sequence[RunFolder]) -> dict:
-    """Mean ± std per (method, round) of test accuracy and of the gain over the same seed's ticket."""
+def aggregate(runs: Sequence[RunFolder], test_size: int | None = None) -> dict:
+    """Mean ± std per (method, round) of test accuracy, and the paired gain over the same seed's ticket.
+
+    Gain cells carry the t interval and the count of seeds that gained (:func:`paired_statistics.paired_gain`);
+    accuracy cells the sampling error of one accuracy on ``test_size`` test images (default: the data set's).
+    """
     check_combinable(runs)
+    test_size = test_size or TEST_SIZES.get(runs[0].dataset)
     methods = sorted({m for run in runs for m, _ in run.accuracy}, key=method_rank)
     rounds = sorted({r for run in runs for r in run.density})
     accuracy: dict[str, list[dict]] = {}
@@ -118,15 +124,61 @@ def aggregate(runs: Sequence[RunFolder]) -> dict:
                 continue
             density = present[0].density[round_index]
             values = [run.accuracy[method, round_index] for run in present]
-            accuracy.setdefault(method, []).append({"round": round_index, "density": density, **mean_std(values)})
+            cell = mean_std(values)
+            cell["sampling_error"] = sampling_error(cell["mean"], test_size)
+            accuracy.setdefault(method, []).append({"round": round_index, "density": density, **cell})
             paired = [run for run in present if ("ticket", round_index) in run.accuracy]
             if method != "ticket" and paired:
                 diffs = [run.accuracy[method, round_index] - run.accuracy["ticket", round_index] for run in paired]
-                gain.setdefault(method, []).append({"round": round_index, "density": density, **mean_std(diffs)})
+                gain.setdefault(method, []).append({"round": round_index, "density": density, **paired_gain(diffs),
+                                                    "seeds": [run.seed for run in paired]})
     first = runs[0]
     return {"arch": first.arch, "dataset": first.dataset, "seeds": sorted(run.seed for run in runs),
             "folders": [str(run.path) for run in runs], "settings": first.settings, "std": "sample (n - 1)",
-            "test_acc": accuracy, "gain_over_ticket": gain}
+            "test_size": test_size, "confidence": 0.95, "test_acc": accuracy, "gain_over_ticket": gain,
+            "gain_over_densities": _gain_over_densities(gain)}
+
+
+def _gain_over_densities(gain: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per method: each seed's gain averaged over the densities it has, then the interval over seeds."""
+    summary = {}
+    for method, cells in gain.items():
+        per_seed: dict[int, list[float]] = {}
+        for cell in cells:
+            for seed, value in zip(cell["seeds"], cell["values"]):
+                per_seed.setdefault(seed, []).append(value)
+        summary[method] = gain_over_densities(per_seed)
+    return summary
+
+
+def _signed(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:+.{digits}f}"
+
+
+def gain_markdown(aggregated: dict, digits: int = 2) -> str:
+    """One row per (density, method): mean ± std, the 95% t interval, seeds that gained, and the verdict."""
+    gain = aggregated["gain_over_ticket"]
+    lines = ["| round | density % | method | gain mean ± std | 95% CI | seeds gaining | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    rows = sorted(((cell["round"], method, cell) for method, cells in gain.items() for cell in cells),
+                  key=lambda item: (item[0], method_rank(item[1])))
+    for round_index, method, cell in rows:
+        lines.append(f"| {round_index} | {100 * cell['density']:.2f} | {method_label(method)} | "
+                     f"{cell['mean']:+.{digits}f} ± {cell['std']:.{digits}f} | "
+                     f"[{_signed(cell['ci_low'], digits)}, {_signed(cell['ci_high'], digits)}] | "
+                     f"{cell['positive']}/{cell['n']} | {cell['verdict']} |")
+    for method, cell in sorted(aggregated["gain_over_densities"].items(), key=lambda item: method_rank(item[0])):
+        lines.append(f"| all | mean | {method_label(method)} | {cell['mean']:+.{digits}f} ± {cell['std']:.{digits}f} | "
+                     f"[{_signed(cell['ci_low'], digits)}, {_signed(cell['ci_high'], digits)}] | "
+                     f"{cell['positive']}/{cell['n']} | {cell['verdict']} |")
+    errors = [c["sampling_error"] for c in aggregated["test_acc"].get("ticket", []) if c.get("sampling_error")]
+    notes = ["\nGain = pooled − ticket test accuracy of the same seed, in points; 95% CI from Student's t over "
+             "n seeds (n − 1 degrees of freedom); 'all' rows average each seed's gains over the densities first "
+             "(densities share tickets, so they are not independent)."]
+    if errors:
+        notes.append(f"The sampling error of one ticket's test accuracy on {aggregated['test_size']:,} test images "
+                     f"is {min(errors):.2f}-{max(errors):.2f} points (binomial standard error).")
+    return "\n".join(lines + notes)
 
 
 def _cells(table: dict[str, list[dict]], digits: int, signed: bool) -> tuple[list[str], list[dict]]:

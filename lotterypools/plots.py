@@ -99,6 +99,33 @@ def plot_mean_std_vs_density(table: Mapping[str, Sequence[Mapping[str, float]]],
     _save(fig, path)
 
 
+def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title: str,
+                        path: str | os.PathLike) -> None:
+    """Paired gain over the ticket against density: the mean with its confidence interval as error bars.
+
+    ``table[method]`` is a list of ``{"density", "mean", "ci_low", "ci_high"}`` (intervals may be None for one
+    seed); the methods are offset a little along the log-density axis so that their bars do not overlap.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    densities = []
+    methods = [m for m in table if table[m]]
+    for index, name in enumerate(methods):
+        rows = sorted(table[name], key=lambda r: -r["density"])
+        shift = 1.0 + 0.025 * (index - (len(methods) - 1) / 2)
+        x = [100 * r["density"] * shift for r in rows]
+        mean = [r["mean"] for r in rows]
+        low = [r["mean"] - r["ci_low"] if r.get("ci_low") is not None else 0.0 for r in rows]
+        high = [r["ci_high"] - r["mean"] if r.get("ci_high") is not None else 0.0 for r in rows]
+        densities += [100 * r["density"] for r in rows]
+        ax.errorbar(x, mean, yerr=[low, high], marker="o", ms=3, capsize=2, linewidth=1, label=method_label(name))
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    density_axis(ax, densities)
+    ax.set(xlabel="density (%) of prunable weights, log scale", ylabel="gain over the ticket (points)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def plot_linear_paths(paths: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
     """Test accuracy and loss along the line between consecutive tickets, one curve per pair."""
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))

@@ -14,7 +14,7 @@ import pytest
 from helpers import REPO, script_env
 from lotterypools.commands import CONSOLE_COMMANDS
 
-SCRIPTS = sorted([*(REPO / "CIFAR").glob("*.py"), *(REPO / "ImageNet").glob("*.py")])
+SCRIPTS = sorted([*(REPO / "CIFAR").glob("*.py"), *(REPO / "ImageNet").glob("*.py"), *(REPO / "experiments").glob("*.py")])
 HEAVY = ("torch", "torchvision", "matplotlib")
 
 

@@ -23,4 +23,5 @@ CONSOLE_COMMANDS = {
     "lotterypools-freetickets-ensemble": "ensemble_freetickets",
     "lotterypools-freetickets-imagenet": "imagenet_edst",
     "lotterypools-aggregate": "aggregate_results",
+    "lotterypools-experiment": "experiment",
 }

@@ -1,0 +1,38 @@
+"""Whole comparisons from one spec file: IMP per seed, pool methods per seed, the ensemble reference, the report.
+
+:mod:`.spec` reads the TOML spec, :mod:`.plan` turns it into the scripts' own command lines, :mod:`.runner` runs
+them (resumably, several at once if asked) and :mod:`.report` writes the tables and figures over the seeds.
+"""
+
+from __future__ import annotations
+
+
+from ..console import log
+from ..pool_results import JSON_NAME
+from .plan import Job, ensemble_folder, groups, plan_jobs, pools_folder
+from .spec import ExperimentSpec
+
+
+def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
+    """Write ``report/<group>/`` for every results group whose seeds have results; returns the summaries."""
+    from ..aggregate import read_run_folder
+    from .report import add_reference, write_report
+
+    summaries = {}
+    for group in groups(spec):
+        folders = [pools_folder(spec, group, seed) for seed in spec.seeds]
+        folders = [folder for folder in folders if (folder / JSON_NAME).exists()]
+        if not folders:
+            continue
+        runs = [read_run_folder(folder) for folder in folders]
+        if spec.ensemble_k is not None and group == groups(spec)[0]:
+            ensembles = {seed: ensemble_folder(spec, seed) / "ensemble_results.json" for seed in spec.seeds}
+            add_reference(runs, {seed: path for seed, path in ensembles.items() if path.exists()})
+        out = spec.output / "report" / group
+        summaries[group] = write_report(runs, out)
+        log(f"report {group}: {len(runs)} seeds -> {out} (table.md/.csv/.tex, gain.md/.csv/.tex, aggregate.json, "
+            f"accuracy_vs_density.png, gain_vs_density.png)")
+    return summaries
+
+
+__all__ = ["ExperimentSpec", "Job", "plan_jobs", "report_experiment"]

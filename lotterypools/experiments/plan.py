@@ -1,0 +1,167 @@
+"""The jobs of an experiment: the very command lines a user would type, in a fixed folder layout.
+
+Layout under the spec's ``output`` folder::
+
+    imp/seed<S>/                 main_imp.py's run folder (tickets, settings.json, summary.json)
+    pools/<group>/seed<S>/       Lottery_pools.py's results (pools_results.json, every method of the group)
+    ensemble/seed<S>/            analyze_tickets.py ensemble's results (the IMP output-ensemble reference)
+    report/<group>/              tables, statistics and figures over the seeds
+    logs/<job>.log               each job's output
+
+Every job is one script run and continues by that script's own resume rule, so rerunning the experiment
+skips finished work and completes the unfinished job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import UserError
+from .spec import ExperimentSpec
+
+IMP_MODULE = "lotterypools.commands.main_imp"
+POOLS_MODULE = "lotterypools.commands.lottery_pools"
+ANALYZE_MODULE = "lotterypools.commands.analyze_tickets"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One script run: its module, its arguments, the jobs it waits for and how to tell it has finished."""
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+    after: tuple[str, ...] = ()
+    finished: Callable[[], bool] = lambda: False
+
+    def command(self, python: str = "python") -> list[str]:
+        return [python, "-u", "-m", self.module, *self.args]
+
+    def shell_line(self, python: str = "python") -> str:
+        return shlex.join(self.command(python))
+
+
+def flag_arguments(flags: Mapping[str, Any]) -> list[str]:
+    """``{"epochs": 3, "include_linear": True, "interpolation_value_list": [0.5]}`` as command-line words."""
+    words: list[str] = []
+    for key, value in flags.items():
+        flag = f"--{key}"
+        if value is True:
+            words.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            words += [flag, *(str(v) for v in value)]
+        else:
+            words += [flag, str(value)]
+    return words
+
+
+def imp_folder(spec: ExperimentSpec, seed: int) -> Path:
+    return spec.output / "imp" / f"seed{seed}"
+
+
+def pools_folder(spec: ExperimentSpec, group: str, seed: int) -> Path:
+    return spec.output / "pools" / group / f"seed{seed}"
+
+
+def ensemble_folder(spec: ExperimentSpec, seed: int) -> Path:
+    return spec.output / "ensemble" / f"seed{seed}"
+
+
+def groups(spec: ExperimentSpec) -> list[str]:
+    """The results folders' names, in the order their methods first appear."""
+    return list(dict.fromkeys(method.group for method in spec.methods))
+
+
+def _rounds_finished(folder: Path) -> int:
+    try:
+        return len(json.loads((folder / "summary.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
+def _imp_job(spec: ExperimentSpec, seed: int, pruning_times: int) -> Job:
+    folder = imp_folder(spec, seed)
+    args = ["--data", spec.data, "--dataset", spec.dataset, "--arch", spec.arch, "--seed", str(seed),
+            *flag_arguments(spec.imp_flags), "--save_dir", str(folder)]
+    if (folder / "settings.json").exists():
+        args.append("--resume")  # the engine continues from the last checkpoint and checks the settings
+    return Job(f"imp_seed{seed}", IMP_MODULE, tuple(args),
+               finished=lambda: _rounds_finished(folder) >= pruning_times)
+
+
+def _pool_jobs(spec: ExperimentSpec, seed: int) -> list[Job]:
+    jobs = []
+    common = ["--data", spec.data, "--dataset", spec.dataset, "--arch", spec.arch, "--seed", str(seed),
+              "--inference", "--checkpoint", str(imp_folder(spec, seed))]
+    for index, method in enumerate(spec.methods):
+        if seed not in method.seeds:
+            continue
+        args = [*common, *flag_arguments(method.flags), "--save_dir", str(pools_folder(spec, method.group, seed))]
+        jobs.append(Job(f"pools_{method.group}_m{index}_seed{seed}", POOLS_MODULE, tuple(args),
+                        after=(f"imp_seed{seed}",)))
+    return jobs
+
+
+def _ensemble_job(spec: ExperimentSpec, seed: int) -> Job:
+    folder = ensemble_folder(spec, seed)
+    args = ["ensemble", "--data", spec.data, "--dataset", spec.dataset, "--arch", spec.arch, "--seed", str(seed),
+            "--checkpoint", str(imp_folder(spec, seed)), "--save_dir", str(folder), "--k", str(spec.ensemble_k)]
+    return Job(f"ensemble_seed{seed}", ANALYZE_MODULE, tuple(args), after=(f"imp_seed{seed}",),
+               finished=lambda: (folder / "ensemble_results.json").exists())
+
+
+def pruning_times(spec: ExperimentSpec) -> int:
+    """The number of IMP networks per seed, as main_imp.py will read it (its own default when the spec is silent)."""
+    return int(_parse(IMP_MODULE, _imp_job(spec, spec.seeds[0], 0).args, "[imp]").pruning_times)
+
+
+def plan_jobs(spec: ExperimentSpec) -> list[Job]:
+    """Every job of the experiment, seed by seed: IMP, then its pool methods and the ensemble reference."""
+    rounds = pruning_times(spec)
+    jobs: list[Job] = []
+    for seed in spec.seeds:
+        jobs.append(_imp_job(spec, seed, rounds))
+        jobs += _pool_jobs(spec, seed)
+        if spec.ensemble_k is not None:
+            jobs.append(_ensemble_job(spec, seed))
+    return jobs
+
+
+class _ParserError(Exception):
+    pass
+
+
+def _raising_error(message: str) -> None:
+    raise _ParserError(message)
+
+
+def _parse(module: str, args: tuple[str, ...], where: str) -> argparse.Namespace:
+    parser = importlib.import_module(module).build_parser()
+    parser.error = _raising_error  # one line for the spec's author instead of argparse's usage text and exit
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        for sub in getattr(action, "choices", {}).values():
+            sub.error = _raising_error
+    try:
+        return parser.parse_args(list(args))
+    except _ParserError as error:
+        raise UserError(f"{where}: {error}: fix the key in the spec (keys are the script's flags without --)") from None
+
+
+def check_jobs(jobs: list[Job], spec: ExperimentSpec) -> None:
+    """Run every job's arguments through its script's parser, so a bad key or value stops before any work."""
+    for job in jobs:
+        where = f"{spec.source} ({job.name}, {job.module.rsplit('.', 1)[-1]}.py)"
+        _parse(job.module, job.args, where)
+
+
+def python_executable() -> str:
+    return sys.executable or "python"

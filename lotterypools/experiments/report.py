@@ -1,0 +1,97 @@
+"""Seeds into a report: tables (Markdown, CSV, LaTeX), every number as JSON, and the two figures.
+
+Shared by ``aggregate_results.py`` and the experiment command. Reference rows that are not pool methods
+(the IMP output ensemble, with its inference cost) join the tables through :func:`add_reference`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ..aggregate import RunFolder, aggregate, csv_rows, gain_markdown, markdown_table, method_rank
+from ..errors import UserError
+from ..pool_results import METHOD_LABELS, method_label
+from ..results import atomic_write_text, write_csv, write_json
+
+ENSEMBLE_METHOD = "imp_ensemble"
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashionmnist": "Fashion-MNIST", "mnist": "MNIST",
+                 "imagenet": "ImageNet"}
+ARCH_NAMES = {"conv2": "Conv-2", "conv4": "Conv-4", "conv6": "Conv-6", "resnet20s": "ResNet-20",
+              "resnet18": "ResNet-18", "resnet50": "ResNet-50", "vgg16_bn": "VGG-16"}
+
+
+def describe(arch: str, dataset: str) -> str:
+    """``conv4``, ``fashionmnist`` -> ``Conv-4 on Fashion-MNIST``."""
+    return f"{ARCH_NAMES.get(arch, arch)} on {DATASET_NAMES.get(dataset, dataset)}"
+
+
+def read_ensemble_accuracy(path: Path) -> tuple[int, dict[int, float]]:
+    """``analyze_tickets.py ensemble``'s results: k and the ensemble's test accuracy per target round."""
+    try:
+        data = json.loads(path.read_text())
+        return int(data["k"]), {int(r["target_round"]): float(r["ensemble"]["accuracy"]) for r in data["records"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: not an ensemble results file ({error.__class__.__name__}: {error}): rerun "
+                        f"analyze_tickets.py ensemble into its folder") from None
+
+
+def add_reference(runs: Sequence[RunFolder], ensembles: Mapping[int, Path]) -> int | None:
+    """Add the IMP output ensemble of each seed (``ensembles[seed]``) as a row; returns k (None if none)."""
+    k = None
+    for run in runs:
+        if run.seed not in ensembles:
+            continue
+        k, accuracy = read_ensemble_accuracy(ensembles[run.seed])
+        for round_index, value in accuracy.items():
+            run.accuracy[ENSEMBLE_METHOD, round_index] = value
+    if k is not None:
+        METHOD_LABELS[ENSEMBLE_METHOD] = f"IMP output ensemble ({k + 1} tickets, {k + 1}× inference)"
+    return k
+
+
+def latex_table(table: Mapping[str, Sequence[Mapping]], digits: int = 2) -> str:
+    """The accuracy table as a LaTeX ``tabular`` (booktabs): density rows, method columns, mean ± std."""
+    methods = list(table)
+    rows: dict[int, dict] = {}
+    for method, cells in table.items():
+        for cell in cells:
+            row = rows.setdefault(cell["round"], {"density": cell["density"]})
+            row[method] = f"{cell['mean']:.{digits}f} $\\pm$ {cell['std']:.{digits}f}"
+    header = " & ".join(["density (\\%)", *(method_label(m).replace("×", "$\\times$") for m in methods)])
+    lines = ["\\begin{tabular}{r" + "c" * len(methods) + "}", "\\toprule", header + " \\\\", "\\midrule"]
+    for round_index in sorted(rows):
+        row = rows[round_index]
+        lines.append(" & ".join([f"{100 * row['density']:.2f}", *(row.get(m, "--") for m in methods)]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _sorted_tables(summary: dict) -> None:
+    for key in ("test_acc", "gain_over_ticket"):
+        summary[key] = {m: summary[key][m] for m in sorted(summary[key], key=method_rank)}
+
+
+def write_report(runs: Sequence[RunFolder], out: Path, title: str | None = None, digits: int = 2,
+                 test_size: int | None = None) -> dict:
+    """Aggregate ``runs`` and write table/gain (.md/.csv/.tex), aggregate.json and the two figures into ``out``."""
+    from ..plots import plot_gain_intervals, plot_mean_std_vs_density
+
+    summary = aggregate(runs, test_size)
+    _sorted_tables(summary)
+    what = describe(summary["arch"], summary["dataset"])
+    title = title or f"{what}, {len(runs)} seeds"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "aggregate.json", summary)
+    for name, table, signed in (("table", summary["test_acc"], False), ("gain", summary["gain_over_ticket"], True)):
+        columns, rows = csv_rows(table)
+        write_csv(out / f"{name}.csv", rows, columns)
+        atomic_write_text(out / f"{name}.tex", latex_table(table, digits))
+    atomic_write_text(out / "table.md", markdown_table(summary["test_acc"], digits) + "\n")
+    atomic_write_text(out / "gain.md", gain_markdown(summary, digits) + "\n")
+    plot_mean_std_vs_density(summary["test_acc"], f"{title}: test accuracy (mean ± std)", "test accuracy (%)",
+                             out / "accuracy_vs_density.png")
+    plot_gain_intervals(summary["gain_over_ticket"], f"{title}: gain over the ticket (mean, 95% CI)",
+                        out / "gain_vs_density.png")
+    return summary

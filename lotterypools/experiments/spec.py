@@ -1,0 +1,175 @@
+"""An experiment spec: one small TOML file that describes a whole comparison over seeds.
+
+Example (``experiments/quickstart.toml`` holds a runnable one)::
+
+    [experiment]
+    name = "quickstart"
+    output = "runs/quickstart"           # relative to the folder the command runs in
+    seeds = [41, 42, 43]
+
+    [data]
+    dataset = "fashionmnist"
+    data = "data"
+
+    [imp]                                # flags of CIFAR/main_imp.py, without the dashes
+    arch = "conv4"
+    prune_type = "rewind_lt"
+    pruning_times = 4
+
+    [pools]                              # flags shared by every pool method (CIFAR/Lottery_pools.py)
+    search_num = 4
+    bn_batches = 20
+
+    [[pools.methods]]                    # one table per method; its keys override [pools]
+    interpolate_method = "Lottery_pools"
+
+    [ensemble]                           # the IMP output-ensemble reference row (analyze_tickets.py ensemble)
+    k = 2
+
+Keys are the scripts' own flag names, so a spec says nothing a command line could not; each is checked by the
+script's own parser before any work starts. A method table may add ``seeds`` (run it on some seeds only) and
+``group`` (a results folder of its own, for a variant whose settings differ, e.g. the full BN pass on one seed).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 has no tomllib; tomli is the same parser
+    import tomli as tomllib
+
+SECTIONS = {"experiment", "data", "imp", "pools", "ensemble"}
+# Flags the experiment sets itself: a spec that sets them would write outside the experiment's folder layout.
+RESERVED = {"seed", "save_dir", "checkpoint", "resume", "data", "dataset", "arch", "overwrite"}
+METHOD_KEYS = {"seeds", "group", "label"}
+DEFAULT_GROUP = "main"
+
+
+@dataclass(frozen=True)
+class PoolMethod:
+    """One pool method of the comparison: its script flags and the seeds and results folder it runs on."""
+
+    flags: Mapping[str, Any]
+    seeds: tuple[int, ...]
+    group: str = DEFAULT_GROUP
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A parsed spec. ``output`` is resolved against the folder the command runs in."""
+
+    name: str
+    output: Path
+    seeds: tuple[int, ...]
+    dataset: str
+    data: str
+    arch: str
+    imp_flags: Mapping[str, Any]
+    methods: tuple[PoolMethod, ...]
+    ensemble_k: int | None
+    source: Path = field(default=Path("."))
+
+
+def _table(raw: Mapping[str, Any], name: str, path: Path, required: bool = True) -> dict:
+    value = raw.get(name, None)
+    if value is None:
+        if required:
+            raise UserError(f"{path}: the [{name}] table is missing: see experiments/quickstart.toml for a spec")
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: [{name}] must be a table, not {type(value).__name__}")
+    return dict(value)
+
+
+def _seed_list(value: Any, where: str, path: Path) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        raise UserError(f"{path}: {where} must be a non-empty list of integer seeds, e.g. [41, 42, 43]")
+    if len(set(value)) != len(value):
+        raise UserError(f"{path}: {where} {value} repeats a seed: give each seed once")
+    return tuple(value)
+
+
+def _check_reserved(flags: Mapping[str, Any], where: str, path: Path) -> None:
+    clash = sorted(set(flags) & RESERVED)
+    if clash:
+        raise UserError(f"{path}: [{where}] sets {', '.join(clash)}, which the experiment sets itself "
+                        f"(seeds, data and arch come from [experiment], [data] and [imp].arch): remove them")
+
+
+def _methods(pools: dict, seeds: tuple[int, ...], path: Path) -> tuple[PoolMethod, ...]:
+    tables = pools.pop("methods", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise UserError(f"{path}: [[pools.methods]] must be a list of tables, one per method")
+    _check_reserved(pools, "pools", path)
+    methods = []
+    for index, table in enumerate(tables):
+        where = f"pools.methods[{index}]"
+        own = {k: v for k, v in table.items() if k not in METHOD_KEYS}
+        _check_reserved(own, where, path)
+        method_seeds = _seed_list(table["seeds"], f"{where}.seeds", path) if "seeds" in table else seeds
+        unknown = sorted(set(method_seeds) - set(seeds))
+        if unknown:
+            raise UserError(f"{path}: {where}.seeds has {unknown}, which are not in [experiment].seeds {list(seeds)}")
+        group = str(table.get("group", DEFAULT_GROUP))
+        if not group.replace("_", "").replace("-", "").isalnum():
+            raise UserError(f"{path}: {where}.group {group!r} must be a plain folder name (letters, digits, _ and -)")
+        methods.append(PoolMethod({**pools, **own}, method_seeds, group))
+    return tuple(methods)
+
+
+def _ensemble_k(table: dict, path: Path) -> int | None:
+    if not table:
+        return None
+    k = table.get("k", 2)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise UserError(f"{path}: [ensemble].k = {k!r} must be an integer of at least 1 (tickets joining the target)")
+    return k
+
+
+def parse_spec(raw: Mapping[str, Any], path: Path) -> ExperimentSpec:
+    """Check a spec's structure (not yet the flags' values: :func:`plan.check_jobs` runs the parsers)."""
+    unknown = sorted(set(raw) - SECTIONS)
+    if unknown:
+        raise UserError(f"{path}: unknown table [{unknown[0]}]: a spec has {', '.join(sorted(SECTIONS))}")
+    experiment = _table(raw, "experiment", path)
+    if "seeds" not in experiment:
+        raise UserError(f"{path}: [experiment] has no seeds: add e.g. seeds = [41, 42, 43]")
+    seeds = _seed_list(experiment["seeds"], "[experiment].seeds", path)
+    data = _table(raw, "data", path)
+    if "dataset" not in data:
+        raise UserError(f"{path}: [data] has no dataset: add e.g. dataset = \"fashionmnist\"")
+    imp = _table(raw, "imp", path)
+    if "arch" not in imp:
+        raise UserError(f"{path}: [imp] has no arch: add e.g. arch = \"conv4\"")
+    arch = str(imp.pop("arch"))
+    _check_reserved(imp, "imp", path)
+    name = str(experiment.get("name", path.stem))
+    output = Path(str(experiment.get("output", Path("runs") / name)))
+    return ExperimentSpec(name=name, output=output, seeds=seeds, dataset=str(data["dataset"]),
+                          data=str(data.get("data", "data")), arch=arch, imp_flags=imp,
+                          methods=_methods(_table(raw, "pools", path, required=False), seeds, path),
+                          ensemble_k=_ensemble_k(_table(raw, "ensemble", path, required=False), path), source=path)
+
+
+def read_spec(path: str | Path) -> ExperimentSpec:
+    """Read and check a spec file; every problem is one line naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such spec file: give the path of a .toml spec, e.g. "
+                        f"experiments/quickstart.toml") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read the spec ({error}): check the file") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML ({error}): fix the line it names") from None
+    return parse_spec(raw, path)

@@ -1,0 +1,225 @@
+"""The experiment command: one spec runs IMP, pool methods, the ensemble reference and the report over seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, run_script, script_env, write_mnist_like
+from lotterypools.commands.experiment import main
+from lotterypools.paired_statistics import gain_over_densities, paired_gain, sampling_error
+
+COMPARED = ("method", "target_round", "density", "val_acc", "test_acc", "lt_val_acc", "lt_test_acc", "chosen_rounds",
+            "alphas", "seed")
+IMP_FLAGS = ["--prune_type", "rewind_lt", "--rewind_epoch", "1", "--pruning_times", "2", "--epochs", "2",
+             "--decreasing_lr", "1", "--batch_size", "32", "--device", "cpu", "--no_download"]
+POOL_FLAGS = ["--search_num", "2", "--bn_batches", "2", "--device", "cpu", "--interpolate_method", "Lottery_pools",
+              "--interpolation_value_list", "0.5"]
+
+
+def tiny_spec(folder: Path, data: Path, seeds: str = "[3, 4]", extra: str = "") -> Path:
+    text = f"""
+[experiment]
+name = "tiny"
+output = "{folder / 'out'}"
+seeds = {seeds}
+
+[data]
+dataset = "fashionmnist"
+data = "{data}"
+
+[imp]
+arch = "conv2"
+prune_type = "rewind_lt"
+rewind_epoch = 1
+pruning_times = 2
+epochs = 2
+decreasing_lr = "1"
+batch_size = 32
+device = "cpu"
+no_download = true
+
+[pools]
+search_num = 2
+bn_batches = 2
+device = "cpu"
+
+[[pools.methods]]
+interpolate_method = "Lottery_pools"
+interpolation_value_list = [0.5]
+
+[ensemble]
+k = 1
+{extra}"""
+    path = folder / "spec.toml"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def records(folder: Path) -> list[dict]:
+    data = json.loads((folder / "pools_results.json").read_text())
+    return sorted(({k: r.get(k) for k in COMPARED} for r in data["records"]),
+                  key=lambda r: (r["method"], r["target_round"]))
+
+
+def run_experiment(spec: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "experiments" / "run.py"), str(spec), *args], cwd=REPO,
+                          capture_output=True, text=True, env=script_env(), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("experiment_data")
+    write_mnist_like(data / "fashionmnist", train=5096, test=64)
+    return data
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_data) -> Path:
+    """An uninterrupted two-seed experiment, two jobs at once: its spec's folder."""
+    folder = tmp_path_factory.mktemp("experiment")
+    result = run_experiment(tiny_spec(folder, tiny_data), "--jobs", "2")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return folder
+
+
+@pytest.mark.slow
+def test_the_experiment_gives_the_records_of_the_commands_it_replaces(finished, tiny_data, tmp_path):
+    seed = "4"
+    imp = tmp_path / "imp"
+    common = ["--data", str(tiny_data), "--dataset", "fashionmnist", "--arch", "conv2", "--seed", seed]
+    assert run_script("main_imp.py", *common, *IMP_FLAGS, "--save_dir", str(imp)).returncode == 0
+    result = run_script("Lottery_pools.py", *common, *POOL_FLAGS, "--inference", "--checkpoint", str(imp),
+                        "--save_dir", str(tmp_path / "pools"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert records(finished / "out" / "pools" / "main" / f"seed{seed}") == records(tmp_path / "pools")
+
+    summary = json.loads((finished / "out" / "report" / "main" / "aggregate.json").read_text())
+    assert summary["seeds"] == [3, 4]
+    gains = summary["gain_over_ticket"]["Lottery_pools_average"]
+    assert all(cell["ci_low"] <= cell["mean"] <= cell["ci_high"] and cell["n"] == 2 for cell in gains)
+    ensemble = {c["round"]: c for c in summary["test_acc"]["imp_ensemble"]}
+    for seed_index, seed_value in enumerate(summary["seeds"]):
+        own = json.loads((finished / "out" / "ensemble" / f"seed{seed_value}" / "ensemble_results.json").read_text())
+        for record in own["records"]:
+            assert ensemble[record["target_round"]]["values"][seed_index] == record["ensemble"]["accuracy"]
+    report = finished / "out" / "report" / "main"
+    assert "IMP output ensemble (2 tickets, 2× inference)" in (report / "table.md").read_text()
+    assert "\\begin{tabular}" in (report / "table.tex").read_text()
+    assert "95% CI" in (report / "gain.md").read_text()
+    assert (report / "gain_vs_density.png").stat().st_size > 10_000
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_killed_during_the_second_seed_the_rerun_finishes_without_redoing_work(finished, tiny_data, tmp_path):
+    spec = tiny_spec(tmp_path, tiny_data)
+    out = tmp_path / "out"
+    runner = subprocess.Popen([sys.executable, str(REPO / "experiments" / "run.py"), str(spec), "--jobs", "1"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=script_env())
+    deadline = time.monotonic() + 300
+    while not (out / "logs" / "imp_seed4.log").exists():
+        assert runner.poll() is None and time.monotonic() < deadline, "the second seed never started"
+        time.sleep(0.2)
+    first_seed = (out / "pools" / "main" / "seed3" / "pools_results.json").read_bytes()
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    deadline = time.monotonic() + 30  # the job dies with its runner (parent-death signal), leaving no orphan
+    while _processes_mentioning(str(out / "imp" / "seed4")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_mentioning(str(out / "imp" / "seed4"))
+
+    result = run_experiment(spec, "--jobs", "1")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "already finished, skipped: imp_seed3, pools_main_m0_seed3, ensemble_seed3" in result.stdout + result.stderr
+    assert (out / "pools" / "main" / "seed3" / "pools_results.json").read_bytes() == first_seed
+    for seed in (3, 4):
+        assert records(out / "pools" / "main" / f"seed{seed}") == \
+            records(finished / "out" / "pools" / "main" / f"seed{seed}")
+
+
+BAD_SPECS = [
+    ('[[pools.methods]]\ninterpolate_method = "bogus"\n', "invalid choice: 'bogus'"),
+    ('[[pools.methods]]\nsearch_numm = 3\n', "unrecognized arguments: --search_numm"),
+    ('[[pools.methods]]\ninterpolate_method = "interpolate_swa"\nseeds = [9]\n', "not in [experiment].seeds"),
+    ('[[pools.methods]]\ninterpolate_method = "interpolate_swa"\nsave_dir = "x"\n', "sets save_dir"),
+    ('[surprise]\nx = 1\n', "unknown table [surprise]"),
+]
+
+
+@pytest.mark.parametrize("extra, fragment", BAD_SPECS, ids=["method", "key", "seeds", "reserved", "table"])
+def test_a_malformed_spec_is_refused_in_one_line_before_any_work(extra, fragment, tmp_path, capsys):
+    spec = tiny_spec(tmp_path, tmp_path / "data", extra=extra)
+    with pytest.raises(SystemExit) as stop:
+        main([str(spec)])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_spec_without_seeds_or_with_bad_toml_is_refused_in_one_line(tmp_path, capsys):
+    spec = tiny_spec(tmp_path, tmp_path / "data")
+    spec.write_text(spec.read_text().replace("seeds = [3, 4]\n", ""))
+    for text, fragment in ((spec.read_text(), "[experiment] has no seeds"), ("[experiment\n", "not valid TOML")):
+        spec.write_text(text)
+        with pytest.raises(SystemExit):
+            main([str(spec)])
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "blocker").write_text("a file where the output folder should go")
+    spec = tiny_spec(tmp_path, tmp_path / "data")
+    spec.write_text(spec.read_text().replace(str(tmp_path / "out"), str(tmp_path / "blocker" / "out")))
+    with pytest.raises(SystemExit) as stop:
+        main([str(spec)])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and "[experiment].output" in err, err
+
+
+def test_print_commands_lists_every_job_after_its_dependency(tmp_path, capsys):
+    main([str(tiny_spec(tmp_path, tmp_path / "data")), "--print_commands"])
+    lines = capsys.readouterr().out.splitlines()
+    commands = [line for line in lines if not line.startswith("#")]
+    assert len(commands) == 6  # per seed: IMP, one pool method, the ensemble
+    assert commands[0].endswith(f"--save_dir {tmp_path / 'out' / 'imp' / 'seed3'}")
+    assert "# after imp_seed3" in lines and not (tmp_path / "out").exists()
+
+
+def test_paired_gain_matches_a_hand_computed_t_interval():
+    summary = paired_gain([1.0, 2.0, 3.0])
+    # mean 2, sample std 1, t(0.975, 2 dof) = 4.302653 from a t table: half width 4.302653 / sqrt(3) = 2.484138
+    assert summary["mean"] == pytest.approx(2.0) and summary["std"] == pytest.approx(1.0)
+    assert summary["ci_low"] == pytest.approx(2.0 - 2.484138, abs=1e-5)
+    assert summary["ci_high"] == pytest.approx(2.0 + 2.484138, abs=1e-5)
+    assert summary["positive"] == 3 and summary["verdict"] == "within noise"
+    assert paired_gain([0.5, 0.6, 0.7, 0.55])["verdict"] == "better"
+    assert paired_gain([-0.5, -0.6, -0.55, -0.52])["verdict"] == "worse"
+    assert paired_gain([0.4])["ci_low"] is None
+
+
+def test_gain_over_densities_averages_each_seed_first_and_sampling_error_is_binomial():
+    summary = gain_over_densities({41: [1.0, 3.0], 42: [0.0, 0.0], 43: [2.0, 2.0]})
+    assert summary["values"] == [2.0, 0.0, 2.0] and summary["n"] == 3
+    assert sampling_error(90.0, 10_000) == pytest.approx(0.3)  # sqrt(0.9 * 0.1 / 10000) = 0.003
+    assert sampling_error(90.0, None) is None
