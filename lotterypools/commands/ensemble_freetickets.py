@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
 def run_on_tickets(args: argparse.Namespace, folder) -> dict:
     """predict / calibration / disagreement / KD: every ticket's test probabilities, then the mode's numbers."""
     from ..analysis import member_probabilities
-    from ..data import BatchSource, dataset_spec, load_dataset
+    from ..data import BatchSource, freetickets_spec, load_dataset
     from ..device import resolve_device
     from ..models import build_model
     from ..console import log
@@ -68,7 +68,7 @@ def run_on_tickets(args: argparse.Namespace, folder) -> dict:
 
     if args.density is not None:
         check_density(args.density)
-    spec = dataset_spec(args.dataset)
+    spec = freetickets_spec(args.dataset)
     model = build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
     tickets = load_tickets(find_tickets(folder), model.state_dict(), sparse_weight_names(model), args.model, args.density)
     names = [str(t.path.relative_to(folder)) for t in tickets]
