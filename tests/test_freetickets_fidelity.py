@@ -4,6 +4,8 @@ the official code (VITA-Group/FreeTickets e5540d1) so that each test compares wi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,72 @@ def test_multiplier_extends_dst_with_the_originals_milestones():
     assert plan.lrs[499] == pytest.approx(0.001)
     with pytest.raises(UserError, match="--multiplier 0 must be at least 1"):
         training_plan(main_dst.build_parser().parse_args(README_DST + ["--multiplier", "0"]), "DST")
+
+
+# ---------------------------------------------------------------------------------------------- the registry's other models
+NEW_MODELS = ["vgg-c", "vgg-d", "vgg-like", "alexnet-s", "alexnet-b", "lenet5", "lenet300-100", "MLPCIFAR10"]
+
+
+def original_erk(shapes: dict[str, tuple[int, ...]], density: float) -> dict[str, float]:
+    """sparselearning/core.py's ERK loop (mode 'ERK', erk_power_scale 1), transcribed."""
+    dense_layers: set[str] = set()
+    while True:
+        divisor, rhs, raw = 0.0, 0.0, {}
+        for name, shape in shapes.items():
+            n_param = np.prod(shape)
+            if name in dense_layers:
+                rhs -= n_param * (1 - density)
+            else:
+                rhs += n_param * density
+                raw[name] = np.sum(shape) / np.prod(shape)
+                divisor += raw[name] * n_param
+        epsilon = rhs / divisor
+        max_prob = np.max(list(raw.values()))
+        if max_prob * epsilon > 1:
+            dense_layers.update(n for n, p in raw.items() if p == max_prob)
+        else:
+            return {n: 1.0 if n in dense_layers else epsilon * raw[n] for n in shapes}
+
+
+@pytest.mark.parametrize("arch, channels, side, sizes", [
+    ("vgg-d", 3, 32, {"classifier.0.weight": (512, 512), "classifier.3.weight": (512, 512), "classifier.6.weight": (10, 512)}),
+    ("vgg-c", 3, 32, {"classifier.0.weight": (512, 2048), "features.20.weight": (256, 256, 1, 1)}),
+    ("vgg-like", 3, 32, {"classifier.0.weight": (512, 512), "classifier.3.weight": (10, 512)}),
+    ("alexnet-s", 3, 32, {"features.0.weight": (96, 3, 11, 11), "classifier.0.weight": (1024, 256)}),
+    ("alexnet-b", 3, 32, {"classifier.3.weight": (2048, 2048)}),
+    ("lenet5", 1, 28, {"conv1.weight": (20, 1, 5, 5), "conv2.weight": (50, 20, 5, 5), "fc3.weight": (500, 800), "fc4.weight": (10, 500)}),
+    ("lenet300-100", 1, 28, {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}),
+    ("MLPCIFAR10", 3, 32, {"fc1.weight": (1024, 3072), "fc2.weight": (512, 1024), "fc3.weight": (10, 512)}),
+])
+def test_new_models_have_the_originals_shapes_and_erk_counts(arch, channels, side, sizes):
+    from lotterypools.models import build_model
+    from lotterypools.sparse_training import MaskedWeights, MaskUpdater, SparseConfig, exact_counts, initial_masks, sparse_weight_names
+    from lotterypools.training import Step
+
+    torch.manual_seed(0)
+    model = build_model(arch, 10, channels, (0.5,) * channels, (0.5,) * channels, side)
+    params = dict(model.named_parameters())
+    assert {name: tuple(params[name].shape) for name in sizes} == sizes
+    shapes = {name: tuple(params[name].shape) for name in sparse_weight_names(model)}
+    for density in (0.2, 0.05):
+        reference = original_erk(shapes, density)
+        config = SparseConfig(density=density, sparse_init="ERK", growth="gradient", update_frequency=1)
+        counts = {n: int(m.sum()) for n, m in initial_masks(model, config, seed=0).items()}
+        total = sum(math.prod(s) for s in shapes.values())
+        assert sum(counts.values()) == round(density * total)
+        assert counts == exact_counts(shapes, reference, density)
+        assert all(abs(counts[n] - reference[n] * math.prod(shapes[n])) < 1 + 1e-6 for n in shapes)
+    # one training step with a mask update: counts kept, masked weights zero
+    masked = MaskedWeights(model, initial_masks(model, config, seed=0))
+    masked.apply()
+    before = masked.counts()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    images, labels = torch.rand(4, channels, side, side), torch.tensor([0, 1, 2, 3])
+    loss = torch.nn.functional.cross_entropy(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    updater = MaskUpdater(masked, config, total_steps=1)
+    updater.after_step(Step(model, optimizer, 0, 0, images, labels, None, loss))
+    assert len(updater.updates) == 1 and masked.counts() == before
+    assert all(torch.all(masked.params[n][~m] == 0) for n, m in masked.masks.items())
+    assert any(not torch.equal(m, initial_masks(model, config, seed=0)[n]) for n, m in masked.masks.items())

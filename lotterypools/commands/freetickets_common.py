@@ -89,7 +89,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, method: str) -> None
     """Optimiser, data, model and file flags of the CIFAR FreeTickets scripts."""
     train = parser.add_argument_group("training")
     train.add_argument("--model", default="wrn-28-10",
-                       help="any registry model: wrn-28-10 or wrn-D-W, resnet20s, resnet18, vgg16_bn, conv4, ... (default wrn-28-10)")
+                       help="any registry model: the original's wrn-28-10 (or wrn-D-W), vgg-c, vgg-d, vgg-like, alexnet-s, "
+                            "alexnet-b, lenet5, lenet300-100, MLPCIFAR10; or resnet20s, vgg16_bn, conv4, ... (default wrn-28-10)")
     train.add_argument("--data", default="cifar10", help="data set: cifar10, cifar100, fashionmnist or mnist (default cifar10)")
     train.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     train.add_argument("--test-batch-size", type=int, default=100, help="evaluation batch size (default 100)")
