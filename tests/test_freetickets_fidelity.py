@@ -225,3 +225,47 @@ def test_new_models_have_the_originals_shapes_and_erk_counts(arch, channels, sid
     assert len(updater.updates) == 1 and masked.counts() == before
     assert all(torch.all(masked.params[n][~m] == 0) for n, m in masked.masks.items())
     assert any(not torch.equal(m, initial_masks(model, config, seed=0)[n]) for n, m in masked.masks.items())
+
+
+# ---------------------------------------------------------------------------------------------- ensemble statistics
+def one_hot_members() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Three members on 4 images (2 classes): m0 and m1 always agree; m2 differs from them on images 2 and 3."""
+    predicted = {"m0": [0, 1, 0, 1], "m1": [0, 1, 0, 1], "m2": [0, 1, 1, 0]}
+    labels = torch.tensor([0, 1, 0, 1])
+    members = {n: torch.nn.functional.one_hot(torch.tensor(p), 2).double() * 0.8 + 0.1 for n, p in predicted.items()}
+    return members, labels
+
+
+def test_ensemble_statistics_default_to_the_originals_against_a_hand_computation():
+    from lotterypools.ticket_ensembles import disagreement_summary, predict_summary
+
+    members, labels = one_hot_members()
+    # member accuracies 100, 100, 50 (%): mean 83.33; population std sqrt((16.67^2 * 2 + 33.33^2) / 3) = 23.57,
+    # sample std sqrt((16.67^2 * 2 + 33.33^2) / 2) = 28.87
+    original = predict_summary(members, labels)
+    assert original["statistics"] == "original"
+    assert original["member_mean"]["accuracy"]["mean"] == pytest.approx(250 / 3)
+    assert original["member_mean"]["accuracy"]["std"] == pytest.approx(math.sqrt(((50 / 3) ** 2 * 2 + (100 / 3) ** 2) / 3))
+    assert original["member_mean"]["accuracy"]["std"] == pytest.approx(np.std([100, 100, 50]))
+    ours = predict_summary(members, labels, "ours")
+    assert ours["member_mean"]["accuracy"]["std"] == pytest.approx(math.sqrt(((50 / 3) ** 2 * 2 + (100 / 3) ** 2) / 2))
+    # disagreement: pairs (m0,m1) 0, (m0,m2) 0.5, (m1,m2) 0.5. The original averages the non-zero entries: 0.5
+    dis = disagreement_summary(members)
+    assert dis["mean"] == pytest.approx(0.5) and dis["original_printout"] == pytest.approx(0.501)
+    assert disagreement_summary(members, "ours")["mean"] == pytest.approx(1 / 3)
+    assert dis["mean_over_all_pairs"] == pytest.approx(1 / 3)
+
+
+def test_original_statistics_do_not_floor_probabilities_at_1e_12():
+    from lotterypools.ticket_ensembles import kl_summary, predict_summary
+
+    labels = torch.tensor([0, 0])
+    confident = torch.tensor([[1e-20, 1.0], [0.5, 0.5]], dtype=torch.float64)
+    members = {"a": confident, "b": torch.tensor([[0.5, 0.5], [0.5, 0.5]], dtype=torch.float64)}
+    original = predict_summary(members, labels)["members"]["a"]["nll"]
+    assert original == pytest.approx((-math.log(1e-20) - math.log(0.5)) / 2)  # the original's log p, unfloored
+    assert predict_summary(members, labels, "ours")["members"]["a"]["nll"] == pytest.approx((-math.log(1e-12) - math.log(0.5)) / 2)
+    # KL(b || a) on image 0: 0.5 log(0.5 / 1e-20) + 0.5 log(0.5 / 1); image 1: 0
+    kl = kl_summary(members)["matrix"][1][0]
+    assert kl == pytest.approx((0.5 * math.log(0.5 / 1e-20) + 0.5 * math.log(0.5)) / 2)
+    assert kl_summary(members, "ours")["matrix"][1][0] < kl
