@@ -44,10 +44,14 @@ SPECS = {
     "mnist": DatasetSpec("mnist", 10, 1, 28, (0.1307,), (0.3081,), 5000, 0, False),
 }
 
-# FreeTickets' CIFAR-10 pipeline (its sparselearning/utils.py): reflection padding and other std values than the
-# Lottery Pools code's. The FreeTickets scripts use it, so that their verbatim commands see the original's images.
+# FreeTickets' CIFAR pipelines (its sparselearning/utils.py): CIFAR-10 pads by reflection and has other std values
+# than the Lottery Pools code's; CIFAR-100's statistics are unrounded. The FreeTickets scripts use them, so that
+# their verbatim commands see the original's images.
 FREETICKETS_SPECS = {
     "cifar10": replace(SPECS["cifar10"], std=(0.2023, 0.1994, 0.2010), padding_mode="reflect"),
+    # zero padding as ours; the statistics unrounded, as the original writes them
+    "cifar100": replace(SPECS["cifar100"], mean=(0.5070751592371323, 0.48654887331495095, 0.4409178433670343),
+                        std=(0.2673342858792401, 0.2564384629170883, 0.27615047132568404)),
 }
 
 # Where Debian's dataset-fashion-mnist package puts the idx files.
