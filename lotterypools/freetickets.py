@@ -237,7 +237,8 @@ class FreeTicketsRun:
             optimizer.load_state_dict(state["optimizer"])
         hooks = [self._updater(masked, state)] if masked is not None else []
         if masked is not None:
-            masked.apply(optimizer)
+            # stale momentum (the original CIFAR core) keeps masked buffers, so a resumed run must not clear them
+            masked.apply(optimizer, momentum=not self.config.sparse_config.stale_momentum)
             self.log(f"{self.name}: density {masked.density():.4f} over {len(masked.masks)} conv/linear weights")
         schedule = PlanLearningRate(optimizer, self.plan.lrs, state["next_epoch"])
         fit(model, self.feeds.train, optimizer, schedule, self.device, start_epoch=state["next_epoch"],
