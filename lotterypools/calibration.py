@@ -49,10 +49,10 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     return float(gap.sum() / max(len(labels), 1))
 
 
-def prediction_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy (%), NLL, ECE (15 bins) and Brier score of one set of predictions."""
-    return {"accuracy": accuracy(probs, labels), "nll": negative_log_likelihood(probs, labels),
-            "ece": expected_calibration_error(probs, labels), "brier": brier_score(probs, labels)}
+def prediction_metrics(probs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-12, bins: int = ECE_BINS) -> dict[str, float]:
+    """Accuracy (%), NLL (probabilities floored at ``eps``), ECE (``bins`` bins) and Brier score of one set of predictions."""
+    return {"accuracy": accuracy(probs, labels), "nll": negative_log_likelihood(probs, labels, eps),
+            "ece": expected_calibration_error(probs, labels, bins), "brier": brier_score(probs, labels)}
 
 
 def disagreement(predicted_a: torch.Tensor, predicted_b: torch.Tensor) -> float:
@@ -70,12 +70,15 @@ def disagreement_matrix(predictions: Sequence[torch.Tensor]) -> list[list[float]
     return matrix
 
 
-def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> float:
-    """Mean over examples of KL(p || q) = sum_k p_k (log p_k - log q_k) (natural log; both floored at ``eps``)."""
-    p, q = p.double().clamp_min(eps), q.double().clamp_min(eps)
-    return float((p * (p.log() - q.log())).sum(1).mean())
+def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12, floor_p: bool = True) -> float:
+    """Mean over examples of KL(p || q) = sum_k p_k (log p_k - log q_k) (natural log; q floored at ``eps``, and p
+    too when ``floor_p``; otherwise terms with p_k = 0 count 0, as ``torch.nn.functional.kl_div``)."""
+    p, q = p.double(), q.double().clamp_min(eps)
+    if floor_p:
+        p = p.clamp_min(eps)
+    return float((torch.xlogy(p, p) - p * q.log()).sum(1).mean())
 
 
-def kl_divergence_matrix(probs: Sequence[torch.Tensor]) -> list[list[float]]:
+def kl_divergence_matrix(probs: Sequence[torch.Tensor], eps: float = 1e-12, floor_p: bool = True) -> list[list[float]]:
     """``matrix[i][j]`` = :func:`kl_divergence` (probs[i] || probs[j]); zero diagonal, not symmetric."""
-    return [[0.0 if i == j else kl_divergence(p, q) for j, q in enumerate(probs)] for i, p in enumerate(probs)]
+    return [[0.0 if i == j else kl_divergence(p, q, eps, floor_p) for j, q in enumerate(probs)] for i, p in enumerate(probs)]

@@ -11,7 +11,7 @@ import gzip
 import importlib
 import os
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -34,6 +34,7 @@ class DatasetSpec:
     val_size: int
     crop_padding: int = 0
     flip: bool = False
+    padding_mode: str = "constant"  # of the random crop: constant (zeros) or reflect
 
 
 SPECS = {
@@ -41,6 +42,16 @@ SPECS = {
     "cifar100": DatasetSpec("cifar100", 100, 3, 32, (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762), 5000, 4, True),
     "fashionmnist": DatasetSpec("fashionmnist", 10, 1, 28, (0.2860,), (0.3530,), 5000, 0, True),
     "mnist": DatasetSpec("mnist", 10, 1, 28, (0.1307,), (0.3081,), 5000, 0, False),
+}
+
+# FreeTickets' CIFAR pipelines (its sparselearning/utils.py): CIFAR-10 pads by reflection and has other std values
+# than the Lottery Pools code's; CIFAR-100's statistics are unrounded. The FreeTickets scripts use them, so that
+# their verbatim commands see the original's images.
+FREETICKETS_SPECS = {
+    "cifar10": replace(SPECS["cifar10"], std=(0.2023, 0.1994, 0.2010), padding_mode="reflect"),
+    # zero padding as ours; the statistics unrounded, as the original writes them
+    "cifar100": replace(SPECS["cifar100"], mean=(0.5070751592371323, 0.48654887331495095, 0.4409178433670343),
+                        std=(0.2673342858792401, 0.2564384629170883, 0.27615047132568404)),
 }
 
 # Where Debian's dataset-fashion-mnist package puts the idx files.
@@ -77,6 +88,12 @@ def dataset_spec(name: str) -> DatasetSpec:
     if name not in SPECS:
         raise UserError(f"unknown data set {name!r}: choose one of {', '.join(sorted(SPECS))}")
     return SPECS[name]
+
+
+def freetickets_spec(name: str) -> DatasetSpec:
+    """The spec the FreeTickets scripts use: :data:`FREETICKETS_SPECS` where the original's pipeline differs,
+    else :func:`dataset_spec`."""
+    return FREETICKETS_SPECS.get(name) or dataset_spec(name)
 
 
 def load_dataset(name: str, root: str | os.PathLike, download: bool = True) -> DataSplits:
@@ -280,7 +297,8 @@ def _download_mnist_like(name: str, root: Path) -> None:
 
 
 def augment_batch(images: torch.Tensor, spec: DatasetSpec, generator: torch.Generator) -> torch.Tensor:
-    """Random crop (zero padding ``spec.crop_padding``) and horizontal flip, per image, on the batch's device.
+    """Random crop (padding ``spec.crop_padding``, zeros or reflection by ``spec.padding_mode``) and horizontal
+    flip, per image, on the batch's device.
 
     ``images`` are float in [0, 1]; the random draws come from ``generator`` (on the CPU) so that they
     repeat exactly whatever the device.
@@ -288,7 +306,7 @@ def augment_batch(images: torch.Tensor, spec: DatasetSpec, generator: torch.Gene
     n, _, h, w = images.shape
     if spec.crop_padding:
         pad = spec.crop_padding
-        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), mode=spec.padding_mode)
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
         rows = (dy[:, None] + torch.arange(h, device=images.device)[None, :])  # (n, h)

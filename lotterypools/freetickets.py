@@ -8,6 +8,7 @@ atomic ticket files. Rerunning the same command continues from the last finished
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -56,19 +57,39 @@ def step_decay_lrs(epochs: int, lr: float, milestones: Sequence[int], gamma: flo
     return [lr * gamma ** sum(epoch >= m for m in milestones) for epoch in range(epochs)]
 
 
-def single_plan(epochs: int, lr: float, ticket: str, schedule: bool = True) -> TrainingPlan:
-    """DST / single model: one phase; lr /10 at 50% and 75% of the epochs (the original's MultiStepLR)
-    unless ``schedule`` is off (constant lr, as ``--nolrsche`` and PF's fine-tuning)."""
+def single_plan(epochs: int, lr: float, ticket: str, schedule: bool = True, milestone_epochs: int | None = None) -> TrainingPlan:
+    """DST / single model: one phase; lr /10 at 50% and 75% of ``milestone_epochs`` (default ``epochs``; the
+    original's MultiStepLR, which keeps them at 50% and 75% of ``--epochs`` under ``--multiplier``) unless
+    ``schedule`` is off (constant lr, as ``--nolrsche`` and PF's fine-tuning)."""
     if epochs < 1:
         raise UserError(f"--epochs {epochs} must be at least 1")
-    milestones = [int(epochs * 0.5), int(epochs * 0.75)] if schedule else []
+    base = epochs if milestone_epochs is None else milestone_epochs
+    milestones = [int(base * 0.5), int(base * 0.75)] if schedule else []
     return TrainingPlan(step_decay_lrs(epochs, lr, milestones), [Phase(0, epochs, ticket)])
 
 
-def edst_plan(epochs: int, epochs_explo: int, model_num: int, lr: float) -> TrainingPlan:
-    """EDST: exploration at ``lr`` for ``epochs_explo`` epochs, then ``model_num`` refine phases of
-    (epochs - epochs_explo) // model_num epochs each (the last takes any remainder), at lr/10 for the first half and lr/100 for the rest;
-    each later refine phase starts with a large death. Phase k saves ``model_{k}.pth``."""
+REFINE_LRS = (0.01, 0.001)  # the original main_EDST.py sets these outright, whatever --lr is
+
+
+def edst_boundaries(epochs: int, epochs_explo: int, model_num: int) -> tuple[list[int], list[int]]:
+    """The first epoch (0-based) of every refine phase and of its second, lower-lr half, as the original
+    ``minestone_calculation`` computes them: phases of (epochs - epochs_explo) / model_num epochs, a fraction
+    when that does not divide, with every boundary rounded up (the same float additions, so the same rounding)."""
+    length = (epochs - epochs_explo) / model_num
+    starts, boundary = [], float(epochs_explo)
+    for _ in range(model_num):
+        starts.append(boundary)
+        boundary = boundary + length  # accumulated as the original does, so float rounding matches too
+    halves = [math.ceil(start + length / 2) for start in starts]
+    return [math.ceil(start) for start in starts], halves
+
+
+def edst_plan(epochs: int, epochs_explo: int, model_num: int, lr: float,
+              refine_lrs: tuple[float, float] | None = REFINE_LRS) -> TrainingPlan:
+    """EDST: exploration at ``lr`` for ``epochs_explo`` epochs, then ``model_num`` refine phases with the
+    original's boundaries (:func:`edst_boundaries`), each at ``refine_lrs[0]`` for its first half and
+    ``refine_lrs[1]`` for the rest (the original's 0.01 and 0.001; ``None``: lr/10 and lr/100, relative to
+    ``lr``); each later refine phase starts with a large death. Phase k saves ``model_{k}.pth``."""
     if model_num < 1:
         raise UserError(f"--model-num {model_num} must be at least 1: it is the number of tickets")
     if not 0 <= epochs_explo < epochs:
@@ -77,27 +98,28 @@ def edst_plan(epochs: int, epochs_explo: int, model_num: int, lr: float) -> Trai
     if refine < model_num:
         raise UserError(f"--epochs {epochs} minus --epochs-explo {epochs_explo} leaves {refine} epochs, fewer than "
                         f"--model-num {model_num} refine phases need; raise --epochs")
-    length = refine // model_num
+    high, low = refine_lrs if refine_lrs is not None else (lr * 0.1, lr * 0.01)
+    starts, halves = edst_boundaries(epochs, epochs_explo, model_num)
+    ends = starts[1:] + [epochs]
     lrs = [lr] * epochs_explo
     phases = [Phase(0, epochs_explo, None)] if epochs_explo else []
-    for k in range(model_num):
-        start = epochs_explo + k * length
-        size = length if k < model_num - 1 else refine - k * length  # the last phase takes any remainder
-        half = (size + 1) // 2
-        lrs += [lr * 0.1] * half + [lr * 0.01] * (size - half)
-        phases.append(Phase(start, start + size, f"model_{k}.pth", large_death=k > 0))
+    for k, (start, half, end) in enumerate(zip(starts, halves, ends)):
+        half = min(max(half, start + 1), end)
+        lrs += [high] * (half - start) + [low] * (end - half)
+        phases.append(Phase(start, end, f"model_{k}.pth", large_death=k > 0))
     return TrainingPlan(lrs, phases)
 
 
 def imagenet_plan(epochs: int, epochs_explo: int, epochs_refine: int, lr: float, warmup: int) -> TrainingPlan:
-    """The original ImageNet EDST schedule, scaled: exploration of ``epochs_explo`` epochs (linear warm-up, then
+    """The original ImageNet EDST schedule, scaled: exploration of ``epochs_explo`` epochs (warm-up
+    lr * (e + 1) / (warmup + 1) for epochs e < warmup, as the original, then
     lr, /10 at 30%, 60% and 90% of it), then refine phases of ``epochs_refine`` epochs (lr/10, /100 after 3/7,
     /1000 after 6/7), each starting with a large death; every phase saves ``checkpoint-{k}.pth.tar``.
     With the defaults (310, 100, 70) that is the original's 100 / 170 / 240 boundaries and 4 tickets."""
     if epochs_refine < 1 or not 0 < epochs_explo <= epochs or (epochs - epochs_explo) % epochs_refine:
         raise UserError(f"--epochs {epochs} must be --epochs-explo {epochs_explo} plus whole refine phases of "
                         f"--epochs-refine {epochs_refine} epochs")
-    explo = [lr * min(1.0, (e + 1) / warmup) if e < warmup else lr for e in range(epochs_explo)]
+    explo = [lr * (e + 1) / (warmup + 1) if e < warmup else lr for e in range(epochs_explo)]  # the original's ramp
     explo = [value * 0.1 ** sum(e >= round(f * epochs_explo) for f in (0.3, 0.6, 0.9)) for e, value in enumerate(explo)]
     lrs, phases = explo, [Phase(0, epochs_explo, "checkpoint-0.pth.tar")]
     for k in range((epochs - epochs_explo) // epochs_refine):
@@ -215,7 +237,8 @@ class FreeTicketsRun:
             optimizer.load_state_dict(state["optimizer"])
         hooks = [self._updater(masked, state)] if masked is not None else []
         if masked is not None:
-            masked.apply(optimizer)
+            # stale momentum (the original CIFAR core) keeps masked buffers, so a resumed run must not clear them
+            masked.apply(optimizer, momentum=not self.config.sparse_config.stale_momentum)
             self.log(f"{self.name}: density {masked.density():.4f} over {len(masked.masks)} conv/linear weights")
         schedule = PlanLearningRate(optimizer, self.plan.lrs, state["next_epoch"])
         fit(model, self.feeds.train, optimizer, schedule, self.device, start_epoch=state["next_epoch"],

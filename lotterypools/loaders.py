@@ -29,7 +29,8 @@ def original_transform(spec: DatasetSpec, augment: bool) -> transforms.Compose:
     """
     steps: list[Callable] = []
     if augment and spec.crop_padding:
-        steps.append(transforms.RandomCrop(spec.image_size, padding=spec.crop_padding))
+        steps.append(transforms.RandomCrop(spec.image_size, padding=spec.crop_padding,
+                                           padding_mode=spec.padding_mode))
     if augment and spec.flip:
         steps.append(transforms.RandomHorizontalFlip())
     steps.append(transforms.ToTensor())

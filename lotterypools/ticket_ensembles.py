@@ -96,37 +96,78 @@ def _check_densities(tickets: Sequence[Ticket], density: float | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the modes
-def predict_summary(members: Mapping[str, torch.Tensor], labels: torch.Tensor) -> dict:
+# How the numbers are summarised: "original" as ensemble_freetickets.py reports them (population std of the
+# members; mean disagreement over the pairs that disagree at all; no probability floor beyond what keeps a
+# log finite; ECE over its 14 effective bins), or "ours" (sample std, every pair, probabilities floored at
+# 1e-12, 15 bins).
+STATISTICS = ("original", "ours")
+# The original takes log(p) unfloored, which is -inf for a probability that underflowed to 0 in float32; the
+# smallest normal float32 keeps such a log finite (-87.3) and leaves every other probability as it is.
+ORIGINAL_FLOOR = float(torch.finfo(torch.float32).tiny)
+OUR_FLOOR = 1e-12
+ORIGINAL_ECE_BINS = 14  # np.digitize on np.linspace(0, 1, 15) with right=True: 14 equal bins over (0, 1]
+ORIGINAL_DISAGREEMENT_OFFSET = 0.001  # the original adds it to every non-zero entry before averaging
+
+
+def _check_statistics(statistics: str) -> None:
+    if statistics not in STATISTICS:
+        raise UserError(f"unknown --statistics {statistics!r}: choose one of {', '.join(STATISTICS)}")
+
+
+def _metrics(probs: torch.Tensor, labels: torch.Tensor, statistics: str) -> dict[str, float]:
+    if statistics == "original":
+        return prediction_metrics(probs, labels, eps=ORIGINAL_FLOOR, bins=ORIGINAL_ECE_BINS)
+    return prediction_metrics(probs, labels, eps=OUR_FLOOR)
+
+
+def predict_summary(members: Mapping[str, torch.Tensor], labels: torch.Tensor, statistics: str = "original") -> dict:
     """Accuracy and NLL of every member, their mean and std, and of the output ensemble (mean probabilities)."""
     from .analysis import average_probabilities
 
-    rows = {name: prediction_metrics(p, labels) for name, p in members.items()}
-    ensemble = prediction_metrics(average_probabilities(list(members.values())), labels)
-    return {"members": {n: {"accuracy": r["accuracy"], "nll": r["nll"]} for n, r in rows.items()},
-            "member_mean": _mean_std(rows, ("accuracy", "nll")),
+    _check_statistics(statistics)
+    rows = {name: _metrics(p, labels, statistics) for name, p in members.items()}
+    ensemble = _metrics(average_probabilities(list(members.values())), labels, statistics)
+    return {"statistics": statistics,
+            "members": {n: {"accuracy": r["accuracy"], "nll": r["nll"]} for n, r in rows.items()},
+            "member_mean": _mean_std(rows, ("accuracy", "nll"), statistics),
             "ensemble": {"accuracy": ensemble["accuracy"], "nll": ensemble["nll"]}}
 
 
-def calibration_summary(members: Mapping[str, torch.Tensor], labels: torch.Tensor) -> dict:
-    """Accuracy, NLL, ECE (15 bins) and Brier score of every member and of the output ensemble."""
+def calibration_summary(members: Mapping[str, torch.Tensor], labels: torch.Tensor, statistics: str = "original") -> dict:
+    """Accuracy, NLL, ECE and Brier score (ours; the original reports none) of every member and of the output ensemble."""
     from .analysis import average_probabilities
 
-    rows = {name: prediction_metrics(p, labels) for name, p in members.items()}
-    return {"members": rows, "member_mean": _mean_std(rows, ("accuracy", "nll", "ece", "brier")),
-            "ensemble": prediction_metrics(average_probabilities(list(members.values())), labels)}
+    _check_statistics(statistics)
+    rows = {name: _metrics(p, labels, statistics) for name, p in members.items()}
+    return {"statistics": statistics, "members": rows,
+            "member_mean": _mean_std(rows, ("accuracy", "nll", "ece", "brier"), statistics),
+            "ensemble": _metrics(average_probabilities(list(members.values())), labels, statistics)}
 
 
-def disagreement_summary(members: Mapping[str, torch.Tensor]) -> dict:
-    """Pairwise prediction disagreement (fraction of test images whose predicted classes differ) and its mean
-    over pairs (the original adds 0.001 to it; not here)."""
+def disagreement_summary(members: Mapping[str, torch.Tensor], statistics: str = "original") -> dict:
+    """Pairwise prediction disagreement (fraction of test images whose predicted classes differ) and its mean:
+    over the pairs that disagree at all (``original``, which drops pairs that never disagree) or over every
+    pair (``ours``). Both means are in the result, and the original's printed value (its mean + 0.001)."""
+    _check_statistics(statistics)
     matrix = disagreement_matrix([p.argmax(1) for p in members.values()])
-    return {"names": list(members), "matrix": matrix, "mean": _off_diagonal_mean(matrix)}
+    off = [v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j]
+    disagreeing = [v for v in off if v != 0]
+    over_disagreeing = sum(disagreeing) / len(disagreeing) if disagreeing else 0.0
+    over_all = sum(off) / len(off) if off else None
+    return {"statistics": statistics, "names": list(members), "matrix": matrix,
+            "mean": over_disagreeing if statistics == "original" else over_all,
+            "mean_over_disagreeing_pairs": over_disagreeing, "mean_over_all_pairs": over_all,
+            "original_printout": over_disagreeing + ORIGINAL_DISAGREEMENT_OFFSET if disagreeing else 0.0}
 
 
-def kl_summary(members: Mapping[str, torch.Tensor]) -> dict:
+def kl_summary(members: Mapping[str, torch.Tensor], statistics: str = "original") -> dict:
     """KL(p_i || p_j) for every ordered pair, averaged over test images, and its mean over pairs."""
-    matrix = kl_divergence_matrix(list(members.values()))
-    return {"names": list(members), "matrix": matrix, "mean": _off_diagonal_mean(matrix)}
+    _check_statistics(statistics)
+    if statistics == "original":
+        matrix = kl_divergence_matrix(list(members.values()), eps=ORIGINAL_FLOOR, floor_p=False)
+    else:
+        matrix = kl_divergence_matrix(list(members.values()), eps=OUR_FLOOR)
+    return {"statistics": statistics, "names": list(members), "matrix": matrix, "mean": _off_diagonal_mean(matrix)}
 
 
 def _off_diagonal_mean(matrix: Sequence[Sequence[float]]) -> float | None:
@@ -134,11 +175,13 @@ def _off_diagonal_mean(matrix: Sequence[Sequence[float]]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _mean_std(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str]) -> dict:
+def _mean_std(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str], statistics: str = "original") -> dict:
+    """Mean and std over the members: population std (NumPy's default, the original's) or sample std (ours)."""
     summary = {}
     for key in keys:
         values = torch.tensor([r[key] for r in rows.values()], dtype=torch.float64)
-        summary[key] = {"mean": float(values.mean()), "std": float(values.std()) if len(values) > 1 else 0.0}
+        std = float(values.std(correction=0 if statistics == "original" else 1)) if len(values) > 1 else 0.0
+        summary[key] = {"mean": float(values.mean()), "std": std}
     return summary
 
 

@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check that every ticket has this density (default: only that all tickets share one)")
     parser.add_argument("--test-batch-size", type=int, default=128, help="evaluation batch size (default 128)")
     parser.add_argument("--batch-size", type=int, default=128, help="accepted for compatibility; unused")
+    parser.add_argument("--statistics", default="original",
+                        help="original: the numbers as the original prints them (population std over members, mean "
+                             "disagreement over the pairs that disagree, unfloored log-probabilities, 14 ECE bins); ours: "
+                             "sample std, every pair, probabilities floored at 1e-12, 15 bins (default original)")
     parser.add_argument("--seed", type=int, default=18, help="random seed of the t-SNE layout (default 18)")
     parser.add_argument("--data_dir", default="../data", help="folder holding the data set (default ../data)")
     parser.add_argument("--no_download", action="store_true", help="never download a missing data set")
@@ -42,6 +46,10 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if args.mode not in MODES:
         raise UserError(f"unknown --mode {args.mode!r}: choose one of {', '.join(MODES)}")
+    from ..ticket_ensembles import STATISTICS
+
+    if args.statistics not in STATISTICS:
+        raise UserError(f"unknown --statistics {args.statistics!r}: choose one of {', '.join(STATISTICS)}")
     from pathlib import Path
 
     from ..console import log
@@ -58,7 +66,7 @@ def main(argv=None) -> dict:
 def run_on_tickets(args: argparse.Namespace, folder) -> dict:
     """predict / calibration / disagreement / KD: every ticket's test probabilities, then the mode's numbers."""
     from ..analysis import member_probabilities
-    from ..data import BatchSource, dataset_spec, load_dataset
+    from ..data import BatchSource, freetickets_spec, load_dataset
     from ..device import resolve_device
     from ..models import build_model
     from ..console import log
@@ -68,7 +76,7 @@ def run_on_tickets(args: argparse.Namespace, folder) -> dict:
 
     if args.density is not None:
         check_density(args.density)
-    spec = dataset_spec(args.dataset)
+    spec = freetickets_spec(args.dataset)
     model = build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
     tickets = load_tickets(find_tickets(folder), model.state_dict(), sparse_weight_names(model), args.model, args.density)
     names = [str(t.path.relative_to(folder)) for t in tickets]
@@ -80,16 +88,16 @@ def run_on_tickets(args: argparse.Namespace, folder) -> dict:
     members, labels = member_probabilities(model.to(device), {n: t.weights for n, t in zip(names, tickets)}, batches, device)
     densities = {n: t.density for n, t in zip(names, tickets)}
     if args.mode == "predict":
-        result = predict_summary(members, labels)
+        result = predict_summary(members, labels, args.statistics)
         plot_members(result, ("accuracy", "nll"), folder / "predict.png", args.model)
     elif args.mode == "calibration":
-        result = calibration_summary(members, labels)
+        result = calibration_summary(members, labels, args.statistics)
         plot_reliability(members, labels, folder / "calibration.png", args.model)
     elif args.mode == "disagreement":
-        result = disagreement_summary(members)
+        result = disagreement_summary(members, args.statistics)
         plot_matrix(result, "prediction disagreement", folder / "disagreement.png")
     else:
-        result = kl_summary(members)
+        result = kl_summary(members, args.statistics)
         plot_matrix(result, "KL(row || column)", folder / "KD.png")
     result.update({"densities": densities, "test_images": len(labels), "dataset": args.dataset, "model": args.model})
     log(summary_line(args.mode, result))
@@ -97,11 +105,17 @@ def run_on_tickets(args: argparse.Namespace, folder) -> dict:
 
 
 def summary_line(mode: str, result: dict) -> str:
+    """One log line; says which statistics (the original's or ours) the numbers follow."""
+    original = result.get("statistics", "original") == "original"
     if mode in ("predict", "calibration"):
         member, ensemble = result["member_mean"], result["ensemble"]
+        std = "population std, as the original" if original else "sample std (ours)"
         parts = [f"{k} members {v['mean']:.4f} ± {v['std']:.4f}, ensemble {ensemble[k]:.4f}" for k, v in member.items()]
-        return "; ".join(parts)
-    return f"mean pairwise {'disagreement' if mode == 'disagreement' else 'KL divergence'}: {result['mean']}"
+        return "; ".join(parts) + f" ({std})"
+    if mode == "disagreement":
+        pairs = "over the pairs that disagree, as the original" if original else "over all pairs (ours)"
+        return f"mean pairwise disagreement {pairs}: {result['mean']}"
+    return f"mean pairwise KL divergence ({'the original' if original else 'ours'}): {result['mean']}"
 
 
 def run_tsne(args: argparse.Namespace, folder) -> dict:
@@ -170,7 +184,8 @@ def plot_matrix(result: dict, label: str, path) -> None:
     from ..plots import plot_heat_map
 
     names = [n.replace("/model.pth", "") for n in result["names"]]
-    plot_heat_map(result["matrix"], names, f"mean {result['mean']:.4f}", label, path, digits=3)
+    which = "the original's mean" if result.get("statistics", "original") == "original" else "mean (ours)"
+    plot_heat_map(result["matrix"], names, f"{which} {result['mean']:.4f}", label, path, digits=3)
 
 
 def plot_tsne(result: dict, path) -> None:

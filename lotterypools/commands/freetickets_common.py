@@ -10,6 +10,9 @@ import argparse
 from pathlib import Path
 
 DEFAULT_EPOCHS = {"DST": 250, "individual": 250, "EDST": 320, "PF": 320}
+# Scripts whose original ran the CIFAR sparse-training core (sparselearning/core.py); the ImageNet script's
+# original core decays the death rate and masks momentum, so there ours is the default.
+ORIGINAL_CORE_METHODS = ("DST", "EDST", "PF", "individual")
 
 
 def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,26 +36,70 @@ def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--update-frequency", "--update_frequency", type=int, default=1000,
                        help="optimiser steps between mask updates (default 1000)")
     group.add_argument("--decay-schedule", default="cosine",
-                       help="death-rate decay over each phase: cosine (to 0.005), linear or constant (default cosine)")
-    original = parser.add_argument_group("the original code's behaviour, for reproducing its numbers")
-    original.add_argument("--constant-death-rate", action="store_true",
-                          help="always remove --death-rate (the original computes --decay-schedule but never uses it)")
-    original.add_argument("--stale-momentum", action="store_true",
-                          help="leave momentum buffers of masked weights unmasked, so regrown weights inherit them (original CIFAR code)")
-    original.add_argument("--reset-dense-layers", action="store_true",
-                          help="apply death to layers ERK made dense, zeroing their smallest weights at every update (original)")
+                       help="death-rate decay over each phase with --decayed-death-rate: cosine (to 0.005), linear or "
+                            "constant (default cosine; the original CIFAR code computes it and never uses it)")
+    original = parser.add_argument_group(
+        "dynamic sparse training: the original's behaviour (default in the CIFAR scripts) or ours",
+        "A verbatim FreeTickets command trains as the official CIFAR code does: constant --death-rate, momentum "
+        "of masked weights left as it is, death and regrowth in layers ERK made dense. Each switch below gives "
+        "ours instead; --improved-dst gives all three.")
+    original.add_argument("--constant-death-rate", action="store_true", default=None,
+                          help="always remove --death-rate (the original's behaviour; default in the CIFAR scripts)")
+    original.add_argument("--decayed-death-rate", action="store_true", default=None,
+                          help="ours: the death rate follows --decay-schedule over each phase")
+    original.add_argument("--stale-momentum", action="store_true", default=None,
+                          help="leave momentum buffers of masked weights unmasked, so regrown weights inherit them "
+                               "(the original CIFAR code; default in the CIFAR scripts)")
+    original.add_argument("--clear-regrown-momentum", action="store_true", default=None,
+                          help="ours: zero the momentum of masked weights, so a regrown weight starts with none")
+    original.add_argument("--reset-dense-layers", action="store_true", default=None,
+                          help="apply death to layers ERK made dense, zeroing their smallest weights at every update "
+                               "(the original; default in the CIFAR scripts)")
+    original.add_argument("--keep-dense-layers", action="store_true", default=None,
+                          help="ours: death and growth leave the layers ERK made dense alone")
+    original.add_argument("--improved-dst", action="store_true",
+                          help="preset: --decayed-death-rate --clear-regrown-momentum --keep-dense-layers")
+
+
+# (original flag, our flag, SparseConfig field, the field's value under the original flag)
+DST_SWITCHES = (("--constant-death-rate", "--decayed-death-rate", "constant_death_rate", True),
+                ("--stale-momentum", "--clear-regrown-momentum", "stale_momentum", True),
+                ("--reset-dense-layers", "--keep-dense-layers", "reset_dense_layers", True))
+
+
+def dst_switches(args: argparse.Namespace, original_default: bool) -> dict[str, bool]:
+    """The three DST behaviours from the paired flags: the original's unless the other flag (or
+    ``--improved-dst``) asks for ours; ``original_default`` says which applies when neither is given."""
+    from ..errors import UserError
+
+    improved = getattr(args, "improved_dst", False)
+    dest = lambda flag: getattr(args, flag[2:].replace("-", "_"), None)
+    values = {}
+    for original_flag, our_flag, field, original_value in DST_SWITCHES:
+        wants_original, wants_ours = dest(original_flag), dest(our_flag) or improved
+        if wants_original and wants_ours:
+            raise UserError(f"{original_flag} and {our_flag if dest(our_flag) else '--improved-dst'} contradict "
+                            f"each other: give one of them")
+        use_original = bool(wants_original) or (not wants_ours and original_default)
+        values[field] = original_value if use_original else not original_value
+    return values
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, method: str) -> None:
     """Optimiser, data, model and file flags of the CIFAR FreeTickets scripts."""
     train = parser.add_argument_group("training")
     train.add_argument("--model", default="wrn-28-10",
-                       help="any registry model: wrn-28-10 or wrn-D-W, resnet20s, resnet18, vgg16_bn, conv4, ... (default wrn-28-10)")
+                       help="any registry model: the original's wrn-28-10 (or wrn-D-W), vgg-c, vgg-d, vgg-like, alexnet-s, "
+                            "alexnet-b, lenet5, lenet300-100, MLPCIFAR10; or resnet20s, vgg16_bn, conv4, ... (default wrn-28-10)")
     train.add_argument("--data", default="cifar10", help="data set: cifar10, cifar100, fashionmnist or mnist (default cifar10)")
     train.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     train.add_argument("--test-batch-size", type=int, default=100, help="evaluation batch size (default 100)")
     train.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS[method],
                        help=f"training epochs (default {DEFAULT_EPOCHS[method]})")
+    if method in ("DST", "individual"):
+        train.add_argument("--multiplier", type=int, default=1,
+                           help="train --epochs x this many epochs; the lr milestones stay at 50%% and 75%% of --epochs, "
+                                "as the original's (default 1)")
     train.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     train.add_argument("--l2", type=float, default=5e-4, help="weight decay (default 5e-4)")
@@ -109,22 +156,28 @@ def sparse_config(args: argparse.Namespace, method: str):
     config = SparseConfig(density=density, sparse_init=args.sparse_init, growth=args.growth, death=args.death,
                           redistribution=args.redistribution, death_rate=args.death_rate,
                           large_death_rate=args.large_death_rate, update_frequency=args.update_frequency,
-                          decay_schedule=args.decay_schedule, fix=args.fix, constant_death_rate=args.constant_death_rate,
-                          stale_momentum=args.stale_momentum, reset_dense_layers=args.reset_dense_layers)
+                          decay_schedule=args.decay_schedule, fix=args.fix,
+                          **dst_switches(args, original_default=method in ORIGINAL_CORE_METHODS))
     config.validate()
     return config
 
 
 def training_plan(args: argparse.Namespace, method: str):
     """The learning rates and ticket phases of the method."""
-    from ..freetickets import edst_plan, single_plan
+    from ..freetickets import REFINE_LRS, edst_plan, single_plan
+
+    from ..errors import UserError
 
     if method == "EDST":
-        return edst_plan(args.epochs, args.epochs_explo, args.model_num, args.lr)
+        return edst_plan(args.epochs, args.epochs_explo, args.model_num, args.lr,
+                         refine_lrs=None if args.relative_refine_lr else REFINE_LRS)
     if method == "PF":
         return single_plan(args.epochs, args.lr, Path(args.pretrain).name, schedule=False)
     ticket = "model.pth" if method == "DST" else f"{args.seed}.pt"
-    return single_plan(args.epochs, args.lr, ticket, schedule=not args.nolrsche)
+    multiplier = getattr(args, "multiplier", 1)
+    if multiplier < 1:
+        raise UserError(f"--multiplier {multiplier} must be at least 1: it multiplies --epochs")
+    return single_plan(args.epochs * multiplier, args.lr, ticket, schedule=not args.nolrsche, milestone_epochs=args.epochs)
 
 
 def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:
@@ -144,7 +197,9 @@ def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:
 
 def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     """Check the flags, then train one FreeTickets run on an in-memory data set; returns its tickets' records."""
-    from ..data import dataset_spec, load_dataset
+    from dataclasses import replace
+
+    from ..data import freetickets_spec, load_dataset
     from ..device import resolve_device, seed_everything
     from ..errors import UserError
     from ..files import check_writable_folder
@@ -155,7 +210,7 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
 
     config = sparse_config(args, method)
     plan = training_plan(args, method)
-    spec = dataset_spec(args.data)
+    spec = freetickets_spec(args.data)  # FreeTickets' own CIFAR-10 pipeline, not the Lottery Pools one
     factory = lambda: build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
     factory()  # an unknown --model fails here, before data is read
     if method == "PF" and not args.pretrain:
@@ -165,7 +220,7 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     check_writable_folder(save_dir, "--save_dir")
     device = resolve_device(args.device)
     seed_everything(args.seed)
-    data = load_dataset(args.data, args.data_dir, download=not args.no_download)
+    data = replace(load_dataset(args.data, args.data_dir, download=not args.no_download), spec=spec)
     log(f"{method}: {args.model} on {args.data} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test), "
         f"{'sparse, density ' + format(config.density, 'g') if args.sparse else 'dense'}, {plan.epochs} epochs, "
         f"{len(plan.phases)} phase(s), device {device}; tickets in {save_dir}")

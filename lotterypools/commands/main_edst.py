@@ -6,7 +6,9 @@ Example (the FreeTickets README):
         --update-frequency 1000 --batch-size 128 --death-rate 0.5 --large-death-rate 0.8 \
         --growth gradient --death magnitude --redistribution none --epochs 450 --density 0.2
 Epochs 1-150 at lr 0.1; then three phases of 100 epochs (lr 0.01, then 0.001 after 50), the 2nd and 3rd
-starting with a large death (--large-death-rate). Writes model_0.pth .. model_2.pth (each phase's best
+starting with a large death (--large-death-rate). When --model-num does not divide --epochs minus
+--epochs-explo, the phases have the original's fractional boundaries rounded up (320/150/3: 150, 207, 264).
+Writes model_0.pth .. model_2.pth (each phase's best
 validation epoch) to results/<model>/<data>/random/seed<seed>/density_<d>/EDST/M=<M>/.
 """
 
@@ -22,6 +24,9 @@ def build_parser():
     edst = parser.add_argument_group("EDST")
     edst.add_argument("--epochs-explo", type=int, default=150, help="epochs of the exploration phase (default 150)")
     edst.add_argument("--model-num", type=int, default=3, help="number of free tickets (refine phases) (default 3)")
+    edst.add_argument("--relative-refine-lr", action="store_true",
+                      help="ours: refine phases at --lr/10 then --lr/100 (default: 0.01 then 0.001 whatever --lr is, "
+                           "as the original)")
     return parser
 
 

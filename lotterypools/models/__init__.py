@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from ..errors import UserError
-from . import cifar_resnet, conv, imagenet_resnet, vgg, wide_resnet
+from . import cifar_resnet, conv, freetickets_models, imagenet_resnet, vgg, wide_resnet
 
 CIFAR_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": cifar_resnet.resnet18,
@@ -20,6 +20,15 @@ CIFAR_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "conv4": conv.conv4,
     "conv6": conv.conv6,
     "wrn-28-10": lambda **kw: wide_resnet.wide_resnet("wrn-28-10", **kw),
+    # FreeTickets' other CIFAR registry entries (its main_DST.py names)
+    "vgg-c": freetickets_models.vgg_c,
+    "vgg-d": freetickets_models.vgg_d,
+    "vgg-like": freetickets_models.vgg_like,
+    "alexnet-s": freetickets_models.alexnet_s,
+    "alexnet-b": freetickets_models.alexnet_b,
+    "lenet5": freetickets_models.lenet5,
+    "lenet300-100": freetickets_models.lenet300_100,
+    "MLPCIFAR10": freetickets_models.mlp_cifar10,
 }
 # Any wide ResNet by name, ``wrn-<depth>-<width>`` (depth 6n+4), besides the listed wrn-28-10.
 WIDE_RESNET_PATTERN = "wrn-D-W"
@@ -35,7 +44,8 @@ IMAGENET_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 ARCH_ALIASES = {"res20s": "resnet20s", "res56s": "resnet56s", "res18": "resnet18", "res50": "resnet50"}
 
 # Architectures whose constructor needs the input's side length (they end in a flatten).
-_NEEDS_IMAGE_SIZE = {"conv2", "conv4", "conv6"}
+_NEEDS_IMAGE_SIZE = {"conv2", "conv4", "conv6", "vgg-c", "vgg-d", "vgg-like", "alexnet-s", "alexnet-b", "lenet5",
+                     "lenet300-100", "MLPCIFAR10"}
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3, mean: Sequence[float] = (0.0,) * 3,
