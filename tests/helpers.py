@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lotterypools.data import DataSplits, DatasetSpec, Split
-from lotterypools.imp import IMPConfig, IMPRun
+from lotterypools.data.datasets import DataSplits, DatasetSpec, Split
+from lotterypools.tickets.imp import IMPConfig, IMPRun
 from lotterypools.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,13 +16,14 @@ import torch
 
 import test_imagenet
 from helpers import write_mnist_like
-from lotterypools import files, openlth
-from lotterypools.checkpoints import atomic_save, load_file, ticket_files
-from lotterypools.corruptions import CorruptedSet
-from lotterypools.errors import UserError
+from lotterypools.core import files
+from lotterypools.formats import openlth
+from lotterypools.formats.original import atomic_save, load_file, ticket_files
+from lotterypools.data.corruptions import CorruptedSet
+from lotterypools.core.errors import UserError
 from lotterypools.models import build_imagenet_model
-from lotterypools.results import write_json
-from lotterypools.tickets import TicketStore
+from lotterypools.core.records import write_json
+from lotterypools.pools.store import TicketStore
 from test_pools import tiny_model, write_tickets
 
 
@@ -67,7 +68,7 @@ SCRIPTS = {
 
 def script_error(module: str, argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        importlib.import_module(f"lotterypools.commands.{module}").main(argv)
+        importlib.import_module(f"lotterypools.cli.commands.{module}").main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err

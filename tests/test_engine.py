@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lotterypools import openlth, paths
-from lotterypools.checkpoints import OriginalLayout, load_file, split_pruned_state
-from lotterypools.config import IMPConfig
-from lotterypools.engine import IMPEngine, RoundPlan, RoundPolicy, fit, optimizer_at
-from lotterypools.errors import UserError
-from lotterypools.masks import density
-from lotterypools.openlth import OpenLTHLayout
-from lotterypools.sources import SplitEvaluator, SplitTrainData
-from lotterypools.training import CorrectnessRecorder, TrainingHook
+from lotterypools.formats import openlth, paths
+from lotterypools.formats.original import OriginalLayout, load_file, split_pruned_state
+from lotterypools.config.settings import IMPConfig
+from lotterypools.training.engine import IMPEngine, RoundPlan, RoundPolicy, fit, optimizer_at
+from lotterypools.core.errors import UserError
+from lotterypools.training.masks import density
+from lotterypools.formats.openlth import OpenLTHLayout
+from lotterypools.training.sources import SplitEvaluator, SplitTrainData
+from lotterypools.training.loop import CorrectnessRecorder, TrainingHook
 from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
 from test_cli_errors import user_error
 
@@ -77,7 +77,7 @@ def test_both_layouts_resume_mid_round_to_the_uninterrupted_tickets(tmp_path, la
 
 
 def density_after(rounds: int) -> float:
-    from lotterypools.masks import prunable_names
+    from lotterypools.training.masks import prunable_names
     from test_masks import expected_kept
 
     model = tiny_model_factory()()

@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lotterypools import openlth
-from lotterypools.checkpoints import load_file
-from lotterypools.errors import UserError
-from lotterypools.imagefolder import held_out_indices, held_out_size, load_image_folders
-from lotterypools.masks import density, magnitude_masks, prunable_names
+from lotterypools.formats import openlth
+from lotterypools.formats.original import load_file
+from lotterypools.core.errors import UserError
+from lotterypools.data.imagefolder import held_out_indices, held_out_size, load_image_folders
+from lotterypools.training.masks import density, magnitude_masks, prunable_names
 from lotterypools.models import build_imagenet_model
-from lotterypools.tickets import TicketStore
+from lotterypools.pools.store import TicketStore
 
 from helpers import script_env
 
@@ -236,7 +236,7 @@ def test_main_imp_two_levels_in_openlth_layout(data, tmp_path):
 
 
 def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
-    from lotterypools.distributed import init_distributed
+    from lotterypools.training.distributed import init_distributed
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -244,7 +244,7 @@ def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(UserError, match="local rank 1 has no GPU of its own .1 visible.: lower --nproc_per_node to 1"):
         init_distributed("auto", local_rank=1)
-    from lotterypools.commands import multiproc
+    from lotterypools.cli.commands import multiproc
 
     with pytest.raises(UserError, match="--nproc_per_node 2 is more than the 1 GPUs here"):
         multiproc.check_devices(2, ["--save_dir", "x"])
@@ -278,9 +278,9 @@ def test_main_imp_on_two_processes_trains_and_a_rerun_with_more_levels_continues
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_killed_imagenet_level_resumes_to_the_uninterrupted_tickets(data, tmp_path, workers):
-    from lotterypools.distributed import init_distributed
-    from lotterypools.openlth_imp import LevelRun, openlth_config
-    from lotterypools.training import TrainingHook
+    from lotterypools.training.distributed import init_distributed
+    from lotterypools.tickets.imagenet_imp import LevelRun, openlth_config
+    from lotterypools.training.loop import TrainingHook
 
     class Killed(Exception):
         pass

@@ -1,4 +1,4 @@
-"""Retraining a subnetwork from a mask and an initialisation (lotterypools.retrain and CIFAR/main_train.py)."""
+"""Retraining a subnetwork from a mask and an initialisation (lotterypools.tickets.retrain and CIFAR/main_train.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from lotterypools import paths
-from lotterypools.checkpoints import atomic_save, load_file, split_pruned_state
-from lotterypools.errors import UserError
-from lotterypools.masks import density
-from lotterypools.retrain import retrain
+from lotterypools.formats import paths
+from lotterypools.formats.original import atomic_save, load_file, split_pruned_state
+from lotterypools.core.errors import UserError
+from lotterypools.training.masks import density
+from lotterypools.tickets.retrain import retrain
 from helpers import CPU, state_of, tiny_config, tiny_model_factory, tiny_splits
 
 

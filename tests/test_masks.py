@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lotterypools.masks import apply_masks, density, kept_count, masks_of, prunable_names, prune_globally, remove_masks
+from lotterypools.training.masks import apply_masks, density, kept_count, masks_of, prunable_names, prune_globally, remove_masks
 from helpers import tiny_model_factory
 
 

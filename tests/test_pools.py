@@ -7,19 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from lotterypools.checkpoints import atomic_save, join_pruned_state, ticket_files
-from lotterypools.data import DataSplits, DatasetSpec, Split
-from lotterypools.errors import UserError
-from lotterypools.experiment import (PoolSettings, check_pool_settings, evaluate_tickets, run_linear_paths,
+from lotterypools.formats.original import atomic_save, join_pruned_state, ticket_files
+from lotterypools.data.datasets import DataSplits, DatasetSpec, Split
+from lotterypools.core.errors import UserError
+from lotterypools.pools.run import (PoolSettings, check_pool_settings, evaluate_tickets, run_linear_paths,
                                     run_pool_method)
-from lotterypools.masks import density, magnitude_masks
+from lotterypools.training.masks import density, magnitude_masks
 from lotterypools.models import build_model
-from lotterypools.pool_cli import build_evaluator
-from lotterypools.pool_results import PoolResultsFile
-from lotterypools.pools import (PoolSearch, candidate_order, ema_rule, interpolate_state, lottery_pools_rule,
+from lotterypools.cli.pools import build_evaluator
+from lotterypools.pools.results import PoolResultsFile
+from lotterypools.pools.search import (PoolSearch, candidate_order, ema_rule, interpolate_state, lottery_pools_rule,
                                 swa_rule)
-from lotterypools.tickets import TicketStore, read_ticket
-from lotterypools.training import EpochStats
+from lotterypools.pools.store import TicketStore, read_ticket
+from lotterypools.training.loop import EpochStats
 
 SPEC = DatasetSpec("tiny", 3, 1, 8, (0.5,), (0.25,), 16, 0, True)
 

@@ -15,10 +15,10 @@ import torch
 
 from conftest import load_script_main
 from helpers import REPO
-from lotterypools import pool_results
-from lotterypools.experiment import PoolSearch, PoolSettings, evaluate_tickets, run_pool_method
-from lotterypools.pool_cli import build_evaluator
-from lotterypools.pool_results import PoolResultsFile
+from lotterypools.pools import results as pool_results
+from lotterypools.pools.run import PoolSearch, PoolSettings, evaluate_tickets, run_pool_method
+from lotterypools.cli.pools import build_evaluator
+from lotterypools.pools.results import PoolResultsFile
 from test_pools import make_store, tiny_data, tiny_model
 
 SCRIPT = REPO / "CIFAR" / "Lottery_pools.py"
@@ -109,7 +109,7 @@ def test_two_runs_started_together_in_one_folder_keep_both_methods(cli_run, tmp_
 
 
 def test_concurrent_commits_under_the_lock_lose_nothing(tmp_path):
-    code = ("import sys; from lotterypools.pool_results import PoolResultsFile\n"
+    code = ("import sys; from lotterypools.pools.results import PoolResultsFile\n"
             "f = PoolResultsFile(sys.argv[1])\n"
             "for i in range(25):\n"
             "    f.commit([{'method': sys.argv[2], 'target_round': i, 'density': 1.0, 'test_acc': float(i)}])\n")
@@ -171,7 +171,7 @@ def test_targets_naming_a_missing_round(cli_run, tmp_path, capsys):
 def test_unwritable_results_folder_is_refused_before_any_work(cli_run, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    monkeypatch.setattr("lotterypools.cli_setup.load_data", lambda args: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr("lotterypools.cli.setup.load_data", lambda args: pytest.fail("data loaded before the check"))
     code, _, err = run_main(capsys, pool_args(cli_run, blocker / "results"))
     assert_one_line(code, err, "--save_dir", "a_file")
     code, _, err = run_main(capsys, pool_args(cli_run, blocker))
@@ -203,8 +203,8 @@ def test_full_disk_while_writing_keeps_the_earlier_records(cli_run, tmp_path, ca
 
 # ----------------------------------------------------------------------------- layers
 def test_the_search_masks_training_and_imp_import_no_plotting():
-    code = ("import sys\nimport lotterypools.pools, lotterypools.imp, lotterypools.masks, lotterypools.training\n"
-            "import lotterypools.experiment, lotterypools.pool_cli, lotterypools.aggregate, lotterypools.analysis\n"
+    code = ("import sys\nimport lotterypools.pools.search, lotterypools.tickets.imp, lotterypools.training.masks, lotterypools.training.loop\n"
+            "import lotterypools.pools.run, lotterypools.cli.pools, lotterypools.analysis.aggregate, lotterypools.analysis.ensembles\n"
             "print(sorted(m for m in sys.modules if m.startswith('matplotlib')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=script_env(), timeout=120)
     assert result.returncode == 0, result.stderr

@@ -14,13 +14,13 @@ import torch
 from conftest import load_script_main
 from helpers import (CPU, IDX_STEMS, REPO, labelled_images, script_env, state_of, tiny_config, tiny_model_factory,
                      tiny_splits, write_idx)
-from lotterypools.data import DataSplits, Split
-from lotterypools.errors import UserError
-from lotterypools.imp import IMPRun
-from lotterypools.masks import density
-from lotterypools.prac import NEVER_LEARNED
-from lotterypools.prac_imp import PrACRun, PrACSettings, sets_file
-from lotterypools.tickets import read_ticket
+from lotterypools.data.datasets import DataSplits, Split
+from lotterypools.core.errors import UserError
+from lotterypools.tickets.imp import IMPRun
+from lotterypools.training.masks import density
+from lotterypools.tickets.prac import NEVER_LEARNED
+from lotterypools.tickets.prac_imp import PrACRun, PrACSettings, sets_file
+from lotterypools.pools.store import read_ticket
 
 PRAC_KEYS = ("sequence", "prediction", "remain_para", "distance_queue", "last_mask", "start_record")
 
@@ -80,7 +80,7 @@ def test_checkpoints_carry_the_original_prac_keys(finished):
 
 def test_next_set_is_this_rounds_forgotten_samples_plus_disagreements(finished):
     checkpoint = torch.load(finished / "1checkpoint.pth.tar", map_location="cpu", weights_only=True)
-    from lotterypools.prac import critical_for_training, forgetting_counts
+    from lotterypools.tickets.prac import critical_for_training, forgetting_counts
 
     cet = critical_for_training(forgetting_counts(checkpoint["prediction"]), "zero_out", 0)
     following = torch.load(finished / "2checkpoint.pth.tar", map_location="cpu", weights_only=True)["sequence"]

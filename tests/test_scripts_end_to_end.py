@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import load_script_main
-from lotterypools.checkpoints import ticket_files
-from lotterypools.masks import density
-from lotterypools.tickets import read_ticket
+from lotterypools.formats.original import ticket_files
+from lotterypools.training.masks import density
+from lotterypools.pools.store import read_ticket
 
 
 @pytest.fixture(scope="module")
