@@ -9,7 +9,6 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..cli.flags import add_ood_arguments  # noqa: F401 (moved to the torch-free cli; kept importable here)
 from ..data.corruptions import CorruptedSet, check_severities
 from ..data.datasets import BatchSource
 from ..core.records import format_table

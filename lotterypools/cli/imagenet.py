@@ -9,7 +9,6 @@ from torch import nn
 
 from ..core.device import seed_everything
 from ..training.distributed import DistributedContext, init_distributed
-from .flags import add_imagenet_arguments  # noqa: F401 (moved to the torch-free cli; kept importable here)
 from ..data.imagefolder import ImageFolderSplits, load_image_folders
 from ..models import build_imagenet_model
 from ..core.console import log

@@ -10,7 +10,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .flags import add_pool_arguments  # noqa: F401 (moved to the torch-free cli; kept importable here)
 from .setup import setup_device
 from ..core.console import log, quiet
 from ..core.device import seed_everything
