@@ -71,9 +71,11 @@ def tiny_config(**overrides) -> IMPConfig:
 
 def tiny_imp_run(folder: Path, log: Callable[[str], None] = lambda line: None, run_class: type = IMPRun,
                  **overrides) -> IMPRun:
-    """An :class:`IMPRun` (not yet started) of ``conv2`` on the tiny data set into ``folder``."""
+    """An :class:`IMPRun` (not yet started) of ``conv2`` on the tiny data set into ``folder``; it draws its curves."""
+    from lotterypools.analysis.plots import plot_training_curve
+
     return run_class(tiny_config(**overrides), tiny_model_factory(overrides.get("arch", "conv2")), tiny_splits(), CPU,
-                     folder, log=log, progress=False)
+                     folder, log=log, progress=False, plot_curve=plot_training_curve)
 
 
 def make_tiny_run(tmp_path: Path, **overrides) -> Path:

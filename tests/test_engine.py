@@ -41,7 +41,7 @@ def engine(folder, layout: str = "original", hooks=(), policy=None, **overrides)
         overrides.setdefault("ticket", "last")
     config = tiny_config(**overrides)
     data = tiny_splits()
-    files = OriginalLayout(folder, config, plot_curves=False) if layout == "original" else OpenLTHLayout(folder, config)
+    files = OriginalLayout(folder, config) if layout == "original" else OpenLTHLayout(folder, config)
     return IMPEngine(config, tiny_model_factory(config.arch), SplitTrainData(data, config.batch_size, CPU, config.seed),
                      SplitEvaluator(data, CPU), files, CPU, policy=policy, hooks=hooks, log=lambda line: None,
                      progress=False)
@@ -339,7 +339,7 @@ def sparse_engine(folder, hook, hooks=()):
     config = tiny_config(pruning_times=1, prune_type="lt", epochs=4)
     data = tiny_splits()
     return HalfDenseStart(config, tiny_model_factory(), SplitTrainData(data, 16, CPU, config.seed),
-                          SplitEvaluator(data, CPU), OriginalLayout(folder, config, plot_curves=False), CPU,
+                          SplitEvaluator(data, CPU), OriginalLayout(folder, config), CPU,
                           policy=SparseRun(hook), hooks=hooks, log=lambda line: None, progress=False)
 
 

@@ -16,6 +16,7 @@ from lotterypools.training.masks import density, magnitude_masks
 from lotterypools.models import build_model
 from lotterypools.cli.pools import build_evaluator
 from lotterypools.pools.results import PoolResultsFile
+from lotterypools.analysis.plots import plot_pool_results
 from lotterypools.pools.search import (PoolSearch, candidate_order, ema_rule, interpolate_state, lottery_pools_rule,
                                 swa_rule)
 from lotterypools.pools.store import TicketStore, read_ticket
@@ -318,7 +319,7 @@ def test_each_method_end_to_end_and_results_accumulate(tiny_pool, tmp_path):
                 assert record["ema_value"] == 0.95 and record["coefficients"] is None
     fields = {**settings_for("liner_inter").identity(), **settings_for("liner_inter").bn_fields()}
     run_linear_paths(store, evaluator, fields, results, log=lambda m: None)
-    results.write_plots("tiny")
+    plot_pool_results(results, "tiny")
     again = PoolResultsFile(out)  # a later run reads what earlier ones wrote
     assert {r["method"] for r in again.records} == {"ticket", "Lottery_pools", "interpolate_swa", "interpolate_ema"}
     assert len(again.records) == 16

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 
-from ..pools.results import method_label  # noqa: E402
+from ..pools.results import PoolResultsFile, method_label  # noqa: E402
 
 
 def plot_training_curve(result: Mapping[str, Sequence[float]], first_epoch: int, title: str,
@@ -177,3 +177,11 @@ def plot_corruption_examples(images_by_name: Mapping[str, Sequence[torch.Tensor]
     fig.tight_layout()
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_pool_results(results: PoolResultsFile, title: str = "") -> None:
+    """A pool results folder's ``pools_accuracy.png`` (and ``linear_interpolation.png`` when it holds paths)."""
+    if results.records:
+        plot_accuracy_vs_density(results.series(), title, results.save_dir / "pools_accuracy.png")
+    if results.linear:
+        plot_linear_paths(results.linear, results.save_dir / "linear_interpolation.png")

@@ -125,8 +125,10 @@ def _provenance(args: argparse.Namespace) -> dict:
 
 def summarise(results: PoolResultsFile, title: str, ood: OODBenchmark | None = None) -> None:
     """Plots of the whole folder (every run so far) and the comparison table on the console."""
+    from ..analysis.plots import plot_pool_results  # matplotlib only once there is something to draw
+
     results.reload()
-    results.write_plots(title)
+    plot_pool_results(results, title)
     log(results.comparison_table())
     if ood is not None:
         log("out-of-distribution accuracy:\n" + ood_table(

@@ -14,13 +14,6 @@ from typing import Any, Mapping, Sequence
 from .files import atomic_output
 
 
-def plot_training_curve(*args: Any, **kwargs: Any) -> None:
-    """Forwards to :func:`lotterypools.analysis.plots.plot_training_curve`, importing matplotlib only when a curve is drawn."""
-    from ..analysis.plots import plot_training_curve as plot
-
-    plot(*args, **kwargs)
-
-
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text to a temporary file beside ``path`` and rename it over ``path``."""
     with atomic_output(path) as stream:

@@ -15,7 +15,7 @@ import pickle
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -23,6 +23,9 @@ from . import paths
 from ..core.errors import UserError
 from ..core.files import atomic_output
 from ..training.masks import Masks, apply_masks, refresh_masked_weights
+
+# Draws one round's training curve: (result lists, first epoch, title, PNG path); see analysis.plots.
+CurvePlotter = Callable[[Mapping[str, Sequence[float]], int, str, Path], None]
 
 BEST_PATTERN = paths.BEST_PATTERN
 LAST_PATTERN = paths.LAST_PATTERN
@@ -332,8 +335,9 @@ class OriginalLayout:
 
     file_layout = "original"
 
-    def __init__(self, folder: str | os.PathLike, config: Any, plot_curves: bool = True):
-        self.folder, self.config, self.plot_curves = Path(folder), config, plot_curves
+    def __init__(self, folder: str | os.PathLike, config: Any, plot_curve: CurvePlotter | None = None):
+        # The plot is passed in: formats sit below analysis, the one package that imports matplotlib.
+        self.folder, self.config, self.plot_curve = Path(folder), config, plot_curve
         self.settings_path = paths.settings(self.folder)
         self._rewind: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -392,11 +396,9 @@ class OriginalLayout:
 
         records = [r for r in self.summary() if r["round"] != progress.round] + [record]
         write_json(paths.summary(self.folder), sorted(records, key=lambda r: r["round"]))
-        if self.plot_curves:
-            from ..core.records import plot_training_curve  # plotting only here, at the end of a round
-
+        if self.plot_curve is not None:
             first = progress.next_epoch - len(progress.result.get("train_ta", []))
-            plot_training_curve(progress.result, first, f"{self.config.arch} round {progress.round} "
+            self.plot_curve(progress.result, first, f"{self.config.arch} round {progress.round} "
                                 f"(density {100 * record['density']:.2f}%)", paths.training_curve(self.folder, progress.round))
 
     def summary(self) -> list[dict]:

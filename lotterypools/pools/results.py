@@ -148,15 +148,6 @@ class PoolResultsFile:
         if self.linear:
             write_csv(self.save_dir / "linear_interpolation.csv", self.linear, LINEAR_COLUMNS)
 
-    def write_plots(self, title: str = "") -> None:
-        """``pools_accuracy.png`` (and ``linear_interpolation.png``): called by front ends only."""
-        from ..analysis.plots import plot_accuracy_vs_density, plot_linear_paths
-
-        if self.records:
-            plot_accuracy_vs_density(self.series(), title, self.save_dir / "pools_accuracy.png")
-        if self.linear:
-            plot_linear_paths(self.linear, self.save_dir / "linear_interpolation.png")
-
     def series(self) -> dict[str, list[tuple[float, float]]]:
         """Test accuracy per density, one series per method (and per setting where one method has several)."""
         out: dict[str, list[tuple[float, float]]] = {}

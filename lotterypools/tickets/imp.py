@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..formats.original import OriginalLayout
+from ..formats.original import CurvePlotter, OriginalLayout
 from ..config.settings import PRUNE_TYPES, IMPConfig
 from ..data.datasets import DataSplits
 from ..training.engine import IMPEngine, RoundPolicy
@@ -30,12 +30,13 @@ class IMPRun(IMPEngine):
 
     def __init__(self, config: IMPConfig, model_factory: Callable[[], nn.Module], data: DataSplits,
                  device: torch.device, save_dir: Path, log: Callable[[str], None] = log, progress: bool = True,
-                 policy: RoundPolicy | None = None, hooks: Sequence[TrainingHook] = ()):
+                 policy: RoundPolicy | None = None, hooks: Sequence[TrainingHook] = (),
+                 plot_curve: CurvePlotter | None = None):
         config.validate()
         self.data = data
         train = SplitTrainData(data, config.batch_size, device, config.seed, config.loader, config.workers)
         super().__init__(config, model_factory, train, SplitEvaluator(data, device, config.amp),
-                         OriginalLayout(save_dir, config), device, policy=policy, hooks=hooks, log=log,
+                         OriginalLayout(save_dir, config, plot_curve), device, policy=policy, hooks=hooks, log=log,
                          progress=progress)
 
     def run(self, resume: bool = False, checkpoint: Path | None = None) -> list[dict]:
