@@ -7,7 +7,7 @@ case its BN statistics are recomputed with the :class:`~lotterypools.pools.searc
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -16,10 +16,10 @@ from .calibration import disagreement_matrix, prediction_metrics
 from ..core.errors import UserError
 from ..training.masks import prune_to_count
 from ..pools.search import PoolEvaluator, candidate_order, interpolate_state
-from ..pools.store import TicketStore, Weights
+from ..pools.store import TicketStore
 from ..training.loop import predict
+from ..core.types import Batches, Weights
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 def probabilities(model: nn.Module, weights: Weights, batches: Batches, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,8 +13,8 @@ from ..data.corruptions import CorruptedSet, check_severities
 from ..data.datasets import BatchSource
 from ..core.records import format_table
 from ..training.loop import evaluate
+from ..core.types import Weights
 
-Weights = dict[str, torch.Tensor]
 
 
 @dataclass

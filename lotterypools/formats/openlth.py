@@ -20,12 +20,12 @@ import torch
 from .original import (RoundProgress, TicketFile, atomic_save, check_rounds_without_gaps, load_file,
                           split_pruned_state, state_dict_of)
 from ..core.errors import UserError
-from ..training.masks import Masks, density, kept_count, masks_of, prunable_names
+from ..training.masks import density, kept_count, masks_of, prunable_names
 from ..core.records import read_json, write_json
+from ..core.types import Masks, Weights
 
 LEVEL_PATTERN = re.compile(r"^level_(\d+)$")
 MODEL_PATTERN = re.compile(r"^model_ep(\d+)_it0\.pth$")
-Weights = dict[str, torch.Tensor]
 
 
 def level_dir(root: str | os.PathLike, level: int) -> Path:

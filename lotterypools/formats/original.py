@@ -22,7 +22,8 @@ import torch
 from . import paths
 from ..core.errors import UserError
 from ..core.files import atomic_output
-from ..training.masks import Masks, apply_masks, refresh_masked_weights
+from ..training.masks import apply_masks, refresh_masked_weights
+from ..core.types import Masks
 
 # Draws one round's training curve: (result lists, first epoch, title, PNG path); see analysis.plots.
 CurvePlotter = Callable[[Mapping[str, Sequence[float]], int, str, Path], None]

@@ -17,17 +17,17 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 from ..core.console import log, progress
 from ..training.masks import prune_to_count
-from .store import Ticket, TicketStore, Weights
+from .store import Ticket, TicketStore
 from ..training.loop import EpochStats, evaluate
+from ..core.types import Batches, Weights
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 TrialKey = tuple[int, ...]
 FINAL_TRIAL = -1  # the candidate index in the key of a target's final BN pass
 

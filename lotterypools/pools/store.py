@@ -11,9 +11,9 @@ import torch
 
 from ..formats.original import MismatchError, TicketFile, check_compatible, check_same_data, read_ticket
 from ..core.errors import UserError
-from ..training.masks import Masks, density, kept_count
+from ..training.masks import density, kept_count
+from ..core.types import Masks, Weights
 
-Weights = dict[str, torch.Tensor]
 
 
 @dataclass

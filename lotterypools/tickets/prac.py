@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from ..core.errors import UserError
-from ..training.masks import Masks, prunable_modules
-from ..training.loop import Batches, TrainingHook, predict
+from ..training.masks import prunable_modules
+from ..training.loop import TrainingHook, predict
+from ..core.types import Batches, Masks
 
 # The original's count for a sample never classified correctly: above any threshold, so always selected.
 NEVER_LEARNED = 200_000

@@ -17,9 +17,9 @@ from ..formats.original import check_compatible, read_initialisation, read_masks
 from ..data.datasets import DataSplits
 from ..core.errors import UserError
 from .imp import IMPConfig, IMPRun
-from ..training.masks import Masks, prunable_names
+from ..training.masks import prunable_names
+from ..core.types import Masks, Weights
 
-Weights = dict[str, torch.Tensor]
 
 
 def check_masks(masks: Mapping[str, torch.Tensor], model: nn.Module, path: Path, what: str) -> None:

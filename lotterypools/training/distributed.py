@@ -15,8 +15,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
 from ..core.errors import UserError
-from ..pools.search import Batches, PoolEvaluator, TrialKey, recalibrate_batchnorm
-from .loop import EpochStats, autocast_context, evaluate
+from .loop import EpochStats, evaluate
+from ..core.types import Batches
 
 
 @dataclass(frozen=True)
@@ -133,27 +133,3 @@ def all_reduce_batchnorm(model: nn.Module, context: DistributedContext) -> None:
                 stat.copy_((flat[offset:offset + count] / total).view_as(stat).to(stat.dtype))
             offset += count
         module.num_batches_tracked.fill_(int(total))
-
-
-class ShardedPoolEvaluator(PoolEvaluator):
-    """A :class:`PoolEvaluator` whose BN recalibration and evaluation cover all processes' shares.
-
-    Every process loads the same weights, so every process computes the same reduced numbers and makes the
-    same choices; the result equals one process's up to float rounding.
-    """
-
-    def __init__(self, model: nn.Module, bn_batches: Batches, val_batches: Batches, test_batches: Batches,
-                 context: DistributedContext, amp: bool = False):
-        super().__init__(model, bn_batches, val_batches, test_batches, context.device)
-        self.context, self.amp = context, amp
-
-    def recalibrate(self, trial: TrialKey = ()) -> None:
-        with autocast_context(self.device, self.amp):
-            recalibrate_batchnorm(self.model, self.bn_batches_for(trial), self.device)
-        all_reduce_batchnorm(self.model, self.context)
-
-    def validate(self) -> EpochStats:
-        return evaluate_sharded(self.model, self.val_batches, self.device, self.context, self.amp)
-
-    def test(self) -> EpochStats:
-        return evaluate_sharded(self.model, self.test_batches, self.device, self.context, self.amp)

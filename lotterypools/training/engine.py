@@ -72,13 +72,13 @@ from ..formats.original import RoundProgress, load_into, split_pruned_state
 from ..config.settings import IMPConfig, changed_settings
 from ..core.device import derived_seed
 from ..core.errors import UserError
-from .masks import Masks, apply_masks, density, masks_of, prune_globally, refresh_masked_weights, remove_masks
+from .masks import apply_masks, density, masks_of, prune_globally, refresh_masked_weights, remove_masks
 from ..core.console import log
 from ..core.records import format_table, read_json, write_json
-from .loop import Batches, EpochStats, TrainingHook, build_optimizer, build_scheduler, prepare_model, \
+from .loop import EpochStats, TrainingHook, build_optimizer, build_scheduler, prepare_model, \
     train_one_epoch
+from ..core.types import Batches, Masks, Weights
 
-Weights = dict[str, torch.Tensor]
 
 
 # ============================================================== the epoch loop

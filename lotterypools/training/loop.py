@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-# A batch is (images, labels) or (images, labels, sample indices into the training split).
-Batch = Union[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-Batches = Iterable[Batch]
+from ..core.types import Batches
 
 
 @dataclass

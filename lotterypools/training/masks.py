@@ -11,8 +11,8 @@ from typing import Mapping
 import torch
 from torch import nn
 from torch.nn.utils import prune
+from ..core.types import Masks
 
-Masks = dict[str, torch.Tensor]
 
 
 def prunable_modules(model: nn.Module, include_linear: bool = False) -> list[tuple[str, nn.Module]]:

@@ -46,7 +46,7 @@ def build_evaluator(args: argparse.Namespace, data, model, context):
     """
     from dataclasses import replace
 
-    from ...training.distributed import ShardedPoolEvaluator
+    from ...pools.sharded import ShardedPoolEvaluator
     from ...data.imagefolder import batchnorm_loader, evaluation_loader
 
     if args.parallel == "targets":
