@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_ticket(path: Path) -> tuple[dict, dict]:
     """Plain weights and masks of a ticket in either layout."""
-    from lotterypools.formats.original import load_file, split_pruned_state, state_dict_of
+    from lotterypools.core.torchfiles import load_file, state_dict_of
+    from lotterypools.training.masks import split_pruned_state
 
     saved = load_file(path)
     weights, masks = split_pruned_state(state_dict_of(saved, path))

@@ -18,7 +18,8 @@ import test_imagenet
 from helpers import write_mnist_like
 from lotterypools.core import files
 from lotterypools.formats import openlth
-from lotterypools.formats.original import atomic_save, load_file, ticket_files
+from lotterypools.formats.original import ticket_files
+from lotterypools.core.torchfiles import atomic_save, load_file
 from lotterypools.data.corruptions import CorruptedSet
 from lotterypools.core.errors import UserError
 from lotterypools.models import build_imagenet_model

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from lotterypools.formats import openlth, paths
-from lotterypools.formats.original import OriginalLayout, load_file, split_pruned_state
+from lotterypools.formats.original import OriginalLayout
+from lotterypools.core.torchfiles import load_file
+from lotterypools.training.masks import split_pruned_state
 from lotterypools.config.settings import IMPConfig
 from lotterypools.training.engine import IMPEngine, RoundPlan, RoundPolicy, fit, optimizer_at
 from lotterypools.core.errors import UserError

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from lotterypools.formats import openlth
-from lotterypools.formats.original import load_file
+from lotterypools.core.torchfiles import load_file
 from lotterypools.core.errors import UserError
 from lotterypools.data.imagefolder import held_out_indices, held_out_size, load_image_folders
 from lotterypools.training.masks import density, magnitude_masks, prunable_names

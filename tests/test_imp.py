@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lotterypools.formats import paths
-from lotterypools.formats.original import load_file, load_pruned_state, split_pruned_state
+from lotterypools.core.torchfiles import load_file
+from lotterypools.training.masks import load_pruned_state, split_pruned_state
 from lotterypools.data.datasets import BatchSource
 from lotterypools.core.errors import UserError
 from lotterypools.tickets.imp import IMPConfig, IMPRun

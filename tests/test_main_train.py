@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lotterypools.formats import paths
-from lotterypools.formats.original import atomic_save, load_file, split_pruned_state
+from lotterypools.core.torchfiles import atomic_save, load_file
+from lotterypools.training.masks import split_pruned_state
 from lotterypools.core.errors import UserError
 from lotterypools.training.masks import density
 from lotterypools.tickets.retrain import retrain

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lotterypools.formats.original import atomic_save, load_file, load_pruned_state
+from lotterypools.core.torchfiles import atomic_save, load_file
+from lotterypools.training.masks import load_pruned_state
 from lotterypools.data.datasets import SPECS
 from lotterypools.core.errors import UserError
 from lotterypools.training.masks import masks_of, prune_globally

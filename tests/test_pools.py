@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lotterypools.formats.original import atomic_save, join_pruned_state, ticket_files
+from lotterypools.formats.original import ticket_files
+from lotterypools.core.torchfiles import atomic_save
+from lotterypools.training.masks import join_pruned_state
 from lotterypools.data.datasets import DataSplits, DatasetSpec, Split
 from lotterypools.core.errors import UserError
 from lotterypools.pools.run import (PoolSettings, check_pool_settings, evaluate_tickets, run_linear_paths,

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .calibration import disagreement_matrix, kl_divergence_matrix, prediction_metrics
-from ..formats.original import load_file, state_dict_of
+from ..core.torchfiles import load_file, state_dict_of
 from ..core.errors import UserError
 from ..training.sparse import masks_density
 

@@ -129,7 +129,7 @@ def training_plan(args: argparse.Namespace, method: str):
 
 def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:
     """PF's dense model: a bare state dict or a checkpoint with ``state_dict``, checked against ``--model``."""
-    from ..formats.original import load_file, state_dict_of
+    from ..core.torchfiles import load_file, state_dict_of
     from ..core.errors import UserError
 
     state = state_dict_of(load_file(path), Path(path))

@@ -17,10 +17,11 @@ from typing import Any, Mapping
 
 import torch
 
-from .original import (RoundProgress, TicketFile, atomic_save, check_rounds_without_gaps, load_file,
-                          split_pruned_state, state_dict_of)
+from .original import TicketFile, check_rounds_without_gaps
 from ..core.errors import UserError
-from ..training.masks import density, kept_count, masks_of, prunable_names
+from ..core.torchfiles import atomic_save, load_file, state_dict_of
+from ..training.masks import density, kept_count, masks_of, prunable_names, split_pruned_state
+from ..training.progress import RoundProgress
 from ..core.records import read_json, write_json
 from ..core.types import Masks, Weights
 

@@ -1,8 +1,9 @@
-"""Checkpoint files: atomic writes, safe loading, and the original repository's run layout.
+"""The original repository's run layout: its checkpoint files, ticket files and run folder.
 
 The original's checkpoints hold ``weight_orig`` + ``weight_mask`` for pruned layers (what
 ``torch.nn.utils.prune`` writes); the pool search works on plain weights plus a separate mask dict.
-This module converts between the two and is the one place that reads and writes the original's files:
+(the conversion is in :mod:`lotterypools.training.masks`). This module is the one place that reads and writes the
+original's files:
 :class:`OriginalLayout` is the training engine's reader and writer of ``{k}checkpoint.pth.tar``,
 ``{k}model_SA_best.pth.tar`` and ``epoch_{e}_rewind_weight.pt`` (names in :mod:`lotterypools.formats.paths`), and
 :func:`round_checkpoint_dict` builds the original's checkpoint dict for anyone else writing tickets.
@@ -11,9 +12,7 @@ This module converts between the two and is the one place that reads and writes 
 from __future__ import annotations
 
 import os
-import pickle
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -21,79 +20,15 @@ import torch
 
 from . import paths
 from ..core.errors import UserError
-from ..core.files import atomic_output
-from ..training.masks import apply_masks, refresh_masked_weights
+from ..core.torchfiles import atomic_save, load_file, state_dict_of
 from ..core.types import Masks
+from ..training.masks import split_pruned_state
+from ..training.progress import RoundProgress
 
 # Draws one round's training curve: (result lists, first epoch, title, PNG path); see analysis.plots.
 CurvePlotter = Callable[[Mapping[str, Sequence[float]], int, str, Path], None]
 
 BEST_PATTERN = paths.BEST_PATTERN
-LAST_PATTERN = paths.LAST_PATTERN
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    with atomic_output(path) as stream:
-        torch.save(obj, stream)
-
-
-def load_file(path: str | os.PathLike) -> Any:
-    """``torch.load`` with ``weights_only=True`` on the CPU; a missing or corrupt file is a one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        refused = _refused_global(str(error))
-        if refused:
-            raise UserError(f"checkpoint {path} is unsafe: it asks to load {refused!r}, and only tensors and plain "
-                            f"data are loaded (weights_only); use a checkpoint from a source you trust, re-saved "
-                            f"as weights") from None
-        raise UserError(_unreadable(path, error)) from None
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise UserError(_unreadable(path, error)) from None
-
-
-def _unreadable(path: Path, error: Exception) -> str:
-    """One line naming the file and torch's whole reason (its lines joined)."""
-    reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
-    return (f"checkpoint {path} is unreadable ({type(error).__name__}: {reason}); it may be truncated or not a "
-            f"PyTorch file: remove it or point to another")
-
-
-def _refused_global(message: str) -> str | None:
-    """The function or class torch's weights-only unpickler refused (from its message), if it refused one."""
-    found = re.search(r"GLOBAL ([\w.]+)", message) if "Weights only load failed" in message else None
-    return found.group(1) if found else None
-
-
-def split_pruned_state(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Masks]:
-    """``weight_orig``/``weight_mask`` pairs (or plain ``weight`` beside ``weight_mask``) -> masked plain weights
-    and a mask dict."""
-    weights: dict[str, torch.Tensor] = {}
-    masks: Masks = {}
-    for key, value in state_dict.items():
-        if key.endswith("_mask"):
-            masks[key[: -len("_mask")]] = value.clone()
-            continue
-        base = key[: -len("_orig")] if key.endswith("_orig") else key
-        mask = state_dict.get(f"{base}_mask")
-        weights[base] = value * mask if mask is not None else (value.clone() if torch.is_tensor(value) else value)
-    return weights, masks
-
-
-def join_pruned_state(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Plain weights and masks -> the original's layout (``weight_orig`` + ``weight_mask`` for masked tensors)."""
-    state = {}
-    for key, value in weights.items():
-        if key in masks:
-            state[f"{key}_orig"] = value * masks[key]
-            state[f"{key}_mask"] = masks[key].clone()
-        else:
-            state[key] = value
-    return state
 
 
 @dataclass(frozen=True)
@@ -102,10 +37,6 @@ class TicketFile:
 
     round: int
     path: Path
-
-
-class MismatchError(UserError):
-    """A checkpoint that does not fit the model (other architecture or other data set)."""
 
 
 def check_rounds_without_gaps(rounds: list[int], folder: Path) -> None:
@@ -138,24 +69,6 @@ def ticket_files(folder: str | os.PathLike, allow_gaps: bool = False) -> list[Ti
     return [TicketFile(k, path) for k, path in found]
 
 
-def last_round_checkpoint(folder: str | os.PathLike) -> Path | None:
-    """The ``{k}checkpoint.pth.tar`` with the highest k in ``folder``, if any."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found = sorted((int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := LAST_PATTERN.match(name)))
-    return found[-1][1] if found else None
-
-
-def state_dict_of(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
-    """The model state in a loaded checkpoint (``state_dict`` key, or a bare state dict)."""
-    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
-        return checkpoint["state_dict"]
-    if isinstance(checkpoint, dict) and checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
-        return checkpoint
-    raise UserError(f"{path} holds no model weights (no 'state_dict' key): not a ticket checkpoint")
-
-
 def read_masks(path: Path) -> Masks:
     """The ``weight_mask`` entries of a checkpoint (``{k}checkpoint.pth.tar`` of a pruned round), as a mask dict."""
     _, masks = split_pruned_state(state_dict_of(load_file(path), path))
@@ -171,127 +84,6 @@ def read_initialisation(path: Path) -> dict[str, torch.Tensor]:
         checkpoint = checkpoint["init_weight"]
     weights, _ = split_pruned_state(state_dict_of(checkpoint, path))
     return weights
-
-
-def check_compatible(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], path: Path,
-                     what: str) -> None:
-    """One-line error naming the differing keys or shapes when a checkpoint does not fit the model."""
-    missing = sorted(set(reference) - set(state))
-    extra = sorted(set(state) - set(reference))
-    if missing or extra:
-        raise MismatchError(f"{path} does not fit {what}: missing {_few(missing)}, unexpected {_few(extra)}; "
-                        f"check --arch and --dataset")
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(reference[k].shape)}" for k in reference
-             if torch.is_tensor(state[k]) and state[k].shape != reference[k].shape]
-    if wrong:
-        raise MismatchError(f"{path} does not fit {what}: shapes differ for {_few(wrong)}; check --arch and --dataset")
-
-
-def check_same_data(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], path: Path,
-                    what: str) -> None:
-    """One-line error when a checkpoint's normalisation buffers (they name its data set) differ from the model's."""
-    for key in sorted(k for k in reference if k.endswith(("normalize.mean", "normalize.std")) and k in state):
-        if not torch.allclose(state[key].float().cpu(), reference[key].float().cpu(), atol=1e-4):
-            raise MismatchError(f"{path} was trained on another data set than {what}: its {key} is "
-                                f"{_rounded(state[key])}, not {_rounded(reference[key])}; check --dataset")
-
-
-def _rounded(values: torch.Tensor) -> tuple[float, ...]:
-    return tuple(round(float(v), 4) for v in values.flatten())
-
-
-def load_pruned_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
-    """Load a state dict in the original layout into a dense ``model``: masks attached, ``weight_orig`` kept as saved.
-
-    Keeping ``weight_orig`` unmultiplied (the pruned entries still hold their decaying values) makes a
-    resumed run continue exactly as the uninterrupted one.
-    """
-    weights, masks = split_pruned_state(state_dict)
-    check_compatible(weights, model.state_dict(), path, what)
-    apply_masks(model, masks)
-    model.load_state_dict(dict(state_dict))
-    refresh_masked_weights(model)
-
-
-def _few(items: list[str], count: int = 3) -> str:
-    if not items:
-        return "none"
-    more = f" and {len(items) - count} more" if len(items) > count else ""
-    return ", ".join(items[:count]) + more
-
-
-# ---------------------------------------------------------------- what a round's checkpoint holds
-@dataclass
-class RoundProgress:
-    """A round of training as far as it went: what a checkpoint restores and the engine updates per epoch.
-
-    ``next_epoch`` counts finished epochs (the original's ``epoch``); ``result`` is the per-epoch history
-    (``train_ta``, ``val_ta``, ``test_ta``, ``train_loss``, ``val_loss``, ``test_loss``); ``ticket_epoch``/
-    ``ticket_val`` say which epoch's weights are the ticket so far; ``stopped`` is set when a hook ended the
-    round early; ``model``/``masks`` are the saved weights when read from a file, ``extra`` the whole saved
-    dict (a round policy's extra keys live at its top level).
-    """
-
-    round: int
-    next_epoch: int
-    result: dict[str, list[float]]
-    ticket_val: float = -1.0
-    ticket_epoch: int = -1
-    seconds: float = 0.0
-    stopped: bool = False
-    optimizer: dict | None = None
-    scheduler: dict | None = None
-    model: dict[str, torch.Tensor] | None = None
-    masks: Masks = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    def record(self, epoch_result: Any, optimizer_state: dict, scheduler_state: dict) -> None:
-        """Add one finished epoch (an ``engine.EpochResult``) and the optimiser and schedule after it."""
-        stats = epoch_result.stats()
-        for key, name in (("train_ta", "train_acc"), ("val_ta", "val_acc"), ("test_ta", "test_acc"),
-                          ("train_loss", "train_loss"), ("val_loss", "val_loss"), ("test_loss", "test_loss")):
-            self.result.setdefault(key, []).append(stats.get(name))
-        self.next_epoch = epoch_result.epoch
-        self.seconds += epoch_result.seconds
-        self.stopped = epoch_result.stopped
-        self.optimizer, self.scheduler = optimizer_state, scheduler_state
-
-    def resumable_state(self) -> dict[str, Any]:
-        """The training-state keys every layout stores (beside the model)."""
-        return {"state": self.round, "result": self.result, "epoch": self.next_epoch, "best_sa": self.ticket_val,
-                "best_epoch": self.ticket_epoch, "seconds": self.seconds, "stopped": self.stopped,
-                "optimizer": self.optimizer, "scheduler": self.scheduler}
-
-    @classmethod
-    def from_saved(cls, saved: Mapping[str, Any], path: Path, model_key: str = "state_dict") -> "RoundProgress":
-        """Read back :meth:`resumable_state` plus the model (``model_key``) from a loaded checkpoint."""
-        required = ("state", "epoch", model_key)
-        if not isinstance(saved, Mapping) or any(key not in saved for key in required):
-            raise UserError(f"{path} is not a round checkpoint of an IMP run (it lacks the keys "
-                            f"{', '.join(required)}): point --checkpoint at a '<k>checkpoint.pth.tar'")
-        return cls(int(saved["state"]), int(saved["epoch"]), dict(saved.get("result") or {}),
-                   float(saved.get("best_sa", -1.0)), int(saved.get("best_epoch", -1)),
-                   float(saved.get("seconds", 0.0)), bool(saved.get("stopped", False)), saved.get("optimizer"),
-                   saved.get("scheduler"), dict(saved[model_key]), dict(saved.get("masks") or {}), dict(saved),
-                   Path(path))
-
-
-def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-              path: Path | None, what: str) -> None:
-    """Load saved weights into a fresh dense ``model`` and attach the masks.
-
-    ``state`` is in the original's layout (``weight_orig`` + ``weight_mask``: loaded as saved, so that a resumed
-    run continues exactly) or plain (then ``masks`` says which weights are pruned).
-    """
-    _, saved_masks = split_pruned_state(state)
-    if saved_masks:
-        load_pruned_state(model, state, path or Path("?"), what)
-        return
-    check_compatible(state, model.state_dict(), path or Path("?"), what)
-    model.load_state_dict(dict(state))
-    if masks:
-        apply_masks(model, masks)
 
 
 def separate_masks(checkpoint: Mapping) -> Masks:

@@ -14,7 +14,9 @@ from typing import Callable, Mapping, Sequence
 
 from ..config.names import POOL_METHODS as METHODS
 from ..formats import paths
-from ..formats.original import atomic_save, join_pruned_state, round_checkpoint_dict
+from ..formats.original import round_checkpoint_dict
+from ..core.torchfiles import atomic_save
+from ..training.masks import join_pruned_state
 from ..core.console import log, progress
 from ..core.errors import UserError
 from ..training.masks import magnitude_masks

@@ -9,7 +9,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from ..formats.original import MismatchError, TicketFile, check_compatible, check_same_data, read_ticket
+from ..formats.original import TicketFile, read_ticket
+from ..core.torchfiles import MismatchError, check_compatible, check_same_data
 from ..core.errors import UserError
 from ..training.masks import density, kept_count
 from ..core.types import Masks, Weights

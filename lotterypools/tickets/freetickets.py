@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..formats.original import atomic_save, check_compatible, load_file
+from ..core.torchfiles import atomic_save, check_compatible, load_file
 from ..core.errors import UserError
 from ..core.console import log
 from ..core.records import write_json

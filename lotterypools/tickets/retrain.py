@@ -13,7 +13,8 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ..formats.original import check_compatible, read_initialisation, read_masks
+from ..formats.original import read_initialisation, read_masks
+from ..core.torchfiles import check_compatible
 from ..data.datasets import DataSplits
 from ..core.errors import UserError
 from .imp import IMPConfig, IMPRun

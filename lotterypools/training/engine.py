@@ -68,7 +68,8 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 from torch import nn
 
-from ..formats.original import RoundProgress, load_into, split_pruned_state
+from ..training.progress import RoundProgress
+from ..training.masks import load_into, split_pruned_state
 from ..config.settings import IMPConfig, changed_settings
 from ..core.device import derived_seed
 from ..core.errors import UserError

@@ -6,11 +6,14 @@ being trained, masks live where ``torch.nn.utils.prune`` puts them (``weight_ori
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
+
+from ..core.torchfiles import check_compatible
 from ..core.types import Masks
 
 
@@ -113,3 +116,61 @@ def prune_to_count(weights: dict[str, torch.Tensor], names: list[str], keep: int
     for name in names:
         weights[name].mul_(masks[name])
     return masks
+
+
+# ---------------------------------------------------------------- masks inside a state dict
+def split_pruned_state(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Masks]:
+    """``weight_orig``/``weight_mask`` pairs (or plain ``weight`` beside ``weight_mask``) -> masked plain weights
+    and a mask dict."""
+    weights: dict[str, torch.Tensor] = {}
+    masks: Masks = {}
+    for key, value in state_dict.items():
+        if key.endswith("_mask"):
+            masks[key[: -len("_mask")]] = value.clone()
+            continue
+        base = key[: -len("_orig")] if key.endswith("_orig") else key
+        mask = state_dict.get(f"{base}_mask")
+        weights[base] = value * mask if mask is not None else (value.clone() if torch.is_tensor(value) else value)
+    return weights, masks
+
+
+def join_pruned_state(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Plain weights and masks -> the original's layout (``weight_orig`` + ``weight_mask`` for masked tensors)."""
+    state = {}
+    for key, value in weights.items():
+        if key in masks:
+            state[f"{key}_orig"] = value * masks[key]
+            state[f"{key}_mask"] = masks[key].clone()
+        else:
+            state[key] = value
+    return state
+
+
+def load_pruned_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
+    """Load a state dict in the original layout into a dense ``model``: masks attached, ``weight_orig`` kept as saved.
+
+    Keeping ``weight_orig`` unmultiplied (the pruned entries still hold their decaying values) makes a
+    resumed run continue exactly as the uninterrupted one.
+    """
+    weights, masks = split_pruned_state(state_dict)
+    check_compatible(weights, model.state_dict(), path, what)
+    apply_masks(model, masks)
+    model.load_state_dict(dict(state_dict))
+    refresh_masked_weights(model)
+
+
+def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
+              path: Path | None, what: str) -> None:
+    """Load saved weights into a fresh dense ``model`` and attach the masks.
+
+    ``state`` is in the original's layout (``weight_orig`` + ``weight_mask``: loaded as saved, so that a resumed
+    run continues exactly) or plain (then ``masks`` says which weights are pruned).
+    """
+    _, saved_masks = split_pruned_state(state)
+    if saved_masks:
+        load_pruned_state(model, state, path or Path("?"), what)
+        return
+    check_compatible(state, model.state_dict(), path or Path("?"), what)
+    model.load_state_dict(dict(state))
+    if masks:
+        apply_masks(model, masks)

@@ -108,7 +108,7 @@ def run_tsne(args: argparse.Namespace, folder) -> dict:
     """Embed every run's per-epoch test predictions together and draw one line per run."""
     import torch
 
-    from ...formats.original import load_file
+    from ...core.torchfiles import load_file
     from ...analysis.freetickets import find_trajectories, tsne_embedding
 
     runs = [load_file(path) for path in find_trajectories(folder)]
