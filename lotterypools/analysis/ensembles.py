@@ -14,6 +14,7 @@ from torch import nn
 
 from .calibration import disagreement_matrix, prediction_metrics
 from ..core.errors import UserError
+from ..core.torchfiles import tensor_differences
 from ..training.masks import prune_to_count
 from ..pools.search import PoolEvaluator, candidate_order, interpolate_state
 from ..pools.store import TicketStore
@@ -33,8 +34,7 @@ def check_same_architecture(weight_sets: Mapping[str, Weights]) -> None:
     """One-line error unless every weight set has the same tensor names and shapes."""
     (first_name, first), *others = weight_sets.items()
     for name, weights in others:
-        differ = sorted(k for k in set(first) | set(weights)
-                        if k not in first or k not in weights or first[k].shape != weights[k].shape)
+        differ = tensor_differences(weights, first).names
         if differ:
             raise UserError(f"cannot ensemble {first_name} and {name}: different architectures "
                             f"({len(differ)} tensors differ, e.g. {differ[0]})")

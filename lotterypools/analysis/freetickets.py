@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .calibration import disagreement_matrix, kl_divergence_matrix, prediction_metrics
-from ..core.torchfiles import load_file, state_dict_of
+from ..core.torchfiles import load_file, state_dict_of, tensor_differences
 from ..core.errors import UserError
 from ..training.sparse import masks_density
 
@@ -70,8 +70,7 @@ def load_tickets(paths: Sequence[Path], reference: Mapping[str, torch.Tensor], n
         saved = load_file(path)
         weights = state_dict_of(saved, path)
         arch = saved.get("arch") if isinstance(saved, dict) else None
-        differ = sorted(k for k in set(reference) | set(weights)
-                        if k not in weights or k not in reference or weights[k].shape != reference[k].shape)
+        differ = tensor_differences(weights, reference).names
         if differ or (isinstance(arch, str) and arch != model_name):
             what = f"a {arch}" if isinstance(arch, str) else f"another model ({len(differ)} tensors differ, e.g. {differ[0]})"
             raise UserError(f"{path} is a ticket of {what}, not of --model {model_name}: give the --model the "

@@ -129,13 +129,12 @@ def training_plan(args: argparse.Namespace, method: str):
 
 def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:
     """PF's dense model: a bare state dict or a checkpoint with ``state_dict``, checked against ``--model``."""
-    from ..core.torchfiles import load_file, state_dict_of
+    from ..core.torchfiles import load_file, state_dict_of, tensor_differences
     from ..core.errors import UserError
 
     state = state_dict_of(load_file(path), Path(path))
     reference = factory().state_dict()
-    differ = sorted(k for k in set(state) | set(reference)
-                    if k not in state or k not in reference or state[k].shape != reference[k].shape)
+    differ = tensor_differences(state, reference).names
     if differ:
         raise UserError(f"--pretrain {path} is not a {model_name} for {data} ({len(differ)} tensors differ, e.g. "
                         f"{differ[0]}): give a checkpoint of --model {model_name}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -64,16 +65,35 @@ def state_dict_of(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{path} holds no model weights (no 'state_dict' key): not a ticket checkpoint")
 
 
+@dataclass(frozen=True)
+class TensorDifferences:
+    """How a state dict differs from a reference one: names it lacks, names it adds, tensors of another shape."""
+
+    missing: list[str]
+    unexpected: list[str]
+    reshaped: list[str]
+
+    @property
+    def names(self) -> list[str]:
+        """Every differing name, sorted (empty when the state dict fits)."""
+        return sorted(self.missing + self.unexpected + self.reshaped)
+
+
+def tensor_differences(state: Mapping[str, Any], reference: Mapping[str, Any]) -> TensorDifferences:
+    """The one state-dict fit check: which names are missing, unexpected, or hold tensors of other shapes."""
+    reshaped = [k for k in reference if k in state and torch.is_tensor(state[k]) and torch.is_tensor(reference[k])
+                and state[k].shape != reference[k].shape]
+    return TensorDifferences(sorted(set(reference) - set(state)), sorted(set(state) - set(reference)), sorted(reshaped))
+
+
 def check_compatible(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], path: Path,
                      what: str) -> None:
     """One-line error naming the differing keys or shapes when a checkpoint does not fit the model."""
-    missing = sorted(set(reference) - set(state))
-    extra = sorted(set(state) - set(reference))
-    if missing or extra:
-        raise MismatchError(f"{path} does not fit {what}: missing {_few(missing)}, unexpected {_few(extra)}; "
-                        f"check --arch and --dataset")
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(reference[k].shape)}" for k in reference
-             if torch.is_tensor(state[k]) and state[k].shape != reference[k].shape]
+    differences = tensor_differences(state, reference)
+    if differences.missing or differences.unexpected:
+        raise MismatchError(f"{path} does not fit {what}: missing {_few(differences.missing)}, unexpected "
+                            f"{_few(differences.unexpected)}; check --arch and --dataset")
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(reference[k].shape)}" for k in differences.reshaped]
     if wrong:
         raise MismatchError(f"{path} does not fit {what}: shapes differ for {_few(wrong)}; check --arch and --dataset")
 

@@ -19,7 +19,7 @@ import torch
 
 from .original import TicketFile, check_rounds_without_gaps
 from ..core.errors import UserError
-from ..core.torchfiles import atomic_save, load_file, state_dict_of
+from ..core.torchfiles import atomic_save, load_file, state_dict_of, tensor_differences
 from ..training.masks import density, kept_count, masks_of, prunable_names, split_pruned_state
 from ..training.progress import RoundProgress
 from ..core.records import read_json, write_json
@@ -106,11 +106,12 @@ def level_files(root: str | os.PathLike) -> list[TicketFile]:
 
 def check_mask(masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], path: Path) -> None:
     """One-line error when a mask names tensors the weights lack or has other shapes."""
-    missing = sorted(set(masks) - set(weights))
+    differences = tensor_differences(masks, weights)  # weights without a mask are fine: unpruned
+    missing = differences.unexpected
     if missing:
         raise UserError(f"{path} masks {missing[0]} (and {len(missing) - 1} more), which the weights beside it "
                         f"lack: the mask does not match the architecture; check --arch")
-    wrong = [name for name in masks if tuple(masks[name].shape) != tuple(weights[name].shape)]
+    wrong = differences.reshaped
     if wrong:
         name = wrong[0]
         raise UserError(f"{path}: mask of {name} is {tuple(masks[name].shape)} but the weight is "

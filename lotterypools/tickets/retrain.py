@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..formats.original import read_initialisation, read_masks
-from ..core.torchfiles import check_compatible
+from ..core.torchfiles import check_compatible, tensor_differences
 from ..data.datasets import DataSplits
 from ..core.errors import UserError
 from .imp import IMPConfig, IMPRun
@@ -26,7 +26,8 @@ from ..core.types import Masks, Weights
 def check_masks(masks: Mapping[str, torch.Tensor], model: nn.Module, path: Path, what: str) -> None:
     """One-line error unless the masks cover every conv layer of ``model`` and fit its tensors' shapes."""
     reference = model.state_dict()
-    wrong = [name for name, mask in masks.items() if name not in reference or reference[name].shape != mask.shape]
+    differences = tensor_differences(masks, reference)
+    wrong = differences.unexpected + differences.reshaped
     wrong += [f"{name} (no mask)" for name in prunable_names(model) if name not in masks]
     if wrong:
         raise UserError(f"masks in {path} do not fit {what}: {', '.join(wrong[:3])}; check --arch and --dataset")
