@@ -22,7 +22,6 @@ from ..training.loop import predict
 from ..core.types import Batches, Weights
 
 
-
 def probabilities(model: nn.Module, weights: Weights, batches: Batches, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax outputs (CPU, float64) and labels of ``model`` carrying ``weights``."""
     model.load_state_dict(weights)

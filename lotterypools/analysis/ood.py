@@ -16,7 +16,6 @@ from ..training.loop import evaluate
 from ..core.types import Weights
 
 
-
 @dataclass
 class OODBenchmark:
     """The chosen corruptions and severities of one corrupted set."""

@@ -16,7 +16,6 @@ from ..training.masks import density, kept_count
 from ..core.types import Masks, Weights
 
 
-
 @dataclass
 class Ticket:
     """One IMP round's network: where it is, and its density and kept-weight count (from its mask).

@@ -22,7 +22,6 @@ from ..training.masks import prunable_names
 from ..core.types import Masks, Weights
 
 
-
 def check_masks(masks: Mapping[str, torch.Tensor], model: nn.Module, path: Path, what: str) -> None:
     """One-line error unless the masks cover every conv layer of ``model`` and fit its tensors' shapes."""
     reference = model.state_dict()

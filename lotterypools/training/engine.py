@@ -81,7 +81,6 @@ from .loop import EpochStats, TrainingHook, build_optimizer, build_scheduler, pr
 from ..core.types import Batches, Masks, Weights
 
 
-
 # ============================================================== the epoch loop
 @dataclass
 class EpochResult:

@@ -17,7 +17,6 @@ from ..core.torchfiles import check_compatible
 from ..core.types import Masks
 
 
-
 def prunable_modules(model: nn.Module, include_linear: bool = False) -> list[tuple[str, nn.Module]]:
     """The (name, module) pairs whose ``weight`` IMP prunes: every conv, and linear layers if asked."""
     kinds = (nn.Conv2d, nn.Linear) if include_linear else (nn.Conv2d,)
