@@ -16,21 +16,17 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
 
 from ..config.settings import OPENLTH_IMAGENET_DEFAULTS, IMPConfig
-from ..core.device import derived_seed
-from ..training.distributed import DistributedContext, evaluate_sharded
+from ..training.distributed import DistributedContext
 from ..training.engine import IMPEngine, RoundPolicy
 from ..core.errors import UserError
-from ..data.imagefolder import ImageFolderSplits, evaluation_loader, training_loader
-from ..data.loaders import IndexedDataset
+from ..data.imagefolder import ImageFolderSplits
 from ..formats.openlth import OpenLTHLayout
 from ..core.console import log
-from ..training.sources import SubsetIndices
-from ..training.loop import EpochStats, TrainingHook
+from ..training.sources import ShardedEvaluator, ShardedTrainData
+from ..training.loop import TrainingHook
 
 
 def openlth_config(**settings: Any) -> IMPConfig:
@@ -39,57 +35,6 @@ def openlth_config(**settings: Any) -> IMPConfig:
     if levels is not None:
         settings["pruning_times"] = levels + 1
     return IMPConfig(**{**OPENLTH_IMAGENET_DEFAULTS, **settings})
-
-
-def LevelConfig(**settings: Any) -> IMPConfig:  # noqa: N802 - the former class's name, kept for callers
-    """Deprecated spelling of :func:`openlth_config`."""
-    return openlth_config(**settings)
-
-
-class ShardedTrainData:
-    """This process's share of shuffled ImageFolder batches; ``batch_size`` is the global batch."""
-
-    def __init__(self, dataset: Dataset, batch_size: int, workers: int, context: DistributedContext, seed: int):
-        self.dataset, self.workers, self.context, self.seed = dataset, workers, context, seed
-        self.per_process = batch_size // context.world_size
-        self._cached: tuple[Any, Any, Any] | None = None
-
-    def batches(self, round_index: int, epoch: int, subset: torch.Tensor | None = None, with_indices: bool = False):
-        key = (round_index, None if subset is None else tuple(subset.tolist()), with_indices)
-        if self._cached is None or self._cached[0] != key:
-            dataset = self.dataset if subset is None else Subset(self.dataset, subset.tolist())
-            if with_indices:
-                dataset = IndexedDataset(dataset)
-            ctx = self.context
-            loader, sampler = training_loader(dataset, self.per_process, self.workers, ctx.device,
-                                              self.seed + round_index, ctx.rank, ctx.world_size)
-            self._cached = (key, loader, sampler)
-        _, loader, sampler = self._cached
-        sampler.set_epoch(epoch)
-        # Augmentation draws depend only on (seed, level, epoch, rank), so a resumed level repeats them: the
-        # workers' seeds come from the loader's generator, the main process's (-j0) from the global generator.
-        augmentation_seed = derived_seed(self.seed, round_index, epoch, self.context.rank)
-        loader.generator = torch.Generator().manual_seed(augmentation_seed)
-        if self.workers == 0:
-            torch.manual_seed(augmentation_seed)
-        if with_indices:
-            return SubsetIndices(loader, None if subset is None else torch.as_tensor(subset, dtype=torch.long))
-        return loader
-
-
-class ShardedEvaluator:
-    """Held-out (``val``) and test accuracy summed over every process's share."""
-
-    def __init__(self, data: ImageFolderSplits, context: DistributedContext, workers: int, amp: bool = False,
-                 batch_size: int = 256):
-        device, rank, world = context.device, context.rank, context.world_size
-        self.context, self.amp = context, amp
-        self.loaders = {"val": evaluation_loader(data.val, batch_size, workers, device, rank, world),
-                        "test": evaluation_loader(data.test, batch_size, workers, device, rank, world)}
-
-    def __call__(self, model: nn.Module) -> dict[str, EpochStats]:
-        ctx = self.context
-        return {name: evaluate_sharded(model, loader, ctx.device, ctx, self.amp) for name, loader in self.loaders.items()}
 
 
 class LevelRun(IMPEngine):

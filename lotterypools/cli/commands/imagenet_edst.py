@@ -61,7 +61,7 @@ def main(argv=None) -> list[dict]:
     from ...core.files import check_writable_folder
     from ...tickets.freetickets import DataFeeds, FreeTicketsRun, RunConfig, imagenet_plan
     from ..imagenet import imagenet_model_factory, load_imagefolder_data, start_processes
-    from ...tickets.imagenet_imp import ShardedEvaluator, ShardedTrainData
+    from ...training.sources import ShardedEvaluator, ShardedTrainData
     from ...core.console import log
     from ...core.records import format_table
 
