@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .calibration import disagreement_matrix, prediction_metrics
+from ..core.console import progress as console_progress
 from ..core.errors import UserError
 from ..core.torchfiles import tensor_differences
 from ..training.masks import prune_to_count
@@ -104,14 +105,12 @@ def pair_average(store: TicketStore, round_a: int, round_b: int, names: list[str
 def pairwise_average_matrix(store: TicketStore, evaluator: PoolEvaluator, progress: bool = True) -> dict:
     """Test accuracy of every pair's average (:func:`pair_average`) with BN recomputed; the diagonal holds each
     ticket itself with BN recomputed."""
-    from tqdm import tqdm
-
     names = store.prunable_names()
     rounds = [t.round for t in store.tickets]
     size = len(rounds)
     matrix = [[0.0] * size for _ in range(size)]
     pairs = [(i, j) for i in range(size) for j in range(i, size)]
-    for i, j in tqdm(pairs, desc="pairwise averages", leave=False, disable=not progress):
+    for i, j in console_progress(pairs, "pairwise averages", progress):
         evaluator.load(pair_average(store, rounds[i], rounds[j], names))
         evaluator.recalibrate()
         matrix[i][j] = matrix[j][i] = evaluator.test().accuracy

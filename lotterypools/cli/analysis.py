@@ -12,7 +12,7 @@ from ..data.datasets import BatchSource, dataset_spec
 from ..core.errors import UserError
 from ..analysis.ood import ood_table, open_benchmark
 from .pools import build_evaluator, recorded_settings
-from ..core.console import log
+from ..core.console import log, progress_wanted
 from ..analysis.plots import plot_ensemble, plot_heat_map
 from ..core.records import format_table, provenance, write_json
 from ..pools.store import TicketStore
@@ -85,7 +85,7 @@ def run_pairwise(args: argparse.Namespace, save_dir: Path) -> dict:
     model, store, _, device = _stores(args)
     data = load_data(args)
     evaluator = build_evaluator(model, data, device, args.batch_size, args.bn_batches, args.seed)
-    result = pairwise_average_matrix(store, evaluator)
+    result = pairwise_average_matrix(store, evaluator, progress=progress_wanted())
     labels = [f"{r} ({100 * d:.0f}%)" for r, d in zip(result["rounds"], result["densities"])]
     log(format_table([{"round": label, **dict(zip(map(str, result["rounds"]), row))}
                       for label, row in zip(labels, result["test_acc"])], ["round", *map(str, result["rounds"])]))

@@ -9,8 +9,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from ..core.console import progress as progress_bar, progress_wanted
 from ..core.types import Batches
 
 
@@ -107,13 +107,15 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
     """One pass of SGD over ``batches``; returns the mean training loss and accuracy.
 
     ``hooks`` are called at every step (see :class:`TrainingHook`); ``epoch`` and ``first_step`` only
-    number the steps they see; ``label_smoothing`` goes to the cross-entropy (0: none).
+    number the steps they see; ``label_smoothing`` goes to the cross-entropy (0: none). ``progress`` labels a
+    bar, drawn only on a terminal (a log file gets no carriage returns), whoever the caller is.
     """
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for index, batch in enumerate(tqdm(batches, desc=progress, total=total, leave=False, disable=progress is None)):
+    bar = progress is not None and progress_wanted()
+    for index, batch in enumerate(progress_bar(batches, progress or "", bar, total=total)):
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
         indices = batch[2] if len(batch) > 2 else None
         with autocast_context(device, amp):

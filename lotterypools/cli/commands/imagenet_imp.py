@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     from ...training.distributed import close_distributed
     from ..imagenet import imagenet_model_factory, load_imagefolder_data, start_processes
     from ...tickets.imagenet_imp import LevelRun
-    from ...core.console import log
+    from ...core.console import log, progress_wanted
     from ...core.records import format_table
 
     if args.levels < 0:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     if context.is_main:
         log(f"IMP on {len(data.train)} train / {len(data.val)} held-out / {len(data.test)} test images; {args.arch} on "
             f"{context.world_size} process(es), {context.device}; run folder {args.save_dir}")
-    summary = LevelRun(config, factory, data, context, Path(args.save_dir)).run()
+    summary = LevelRun(config, factory, data, context, Path(args.save_dir), progress=progress_wanted()).run()
     if context.is_main:
         log(format_table(summary, ["level", "density", "val_acc", "test_acc", "epochs", "seconds"]))
     close_distributed(context)

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from ..setup import imp_config, start_training_job
     from ...analysis.plots import plot_training_curve
+    from ...core.console import progress_wanted
     from ...tickets.imp import IMPRun
 
     if args.checkpoint and not args.resume:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     save_dir = Path(args.save_dir) if args.save_dir else default_save_dir(args)
     config = imp_config(args)
     factory, device, data = start_training_job(args, save_dir)
-    IMPRun(config, factory, data, device, save_dir, plot_curve=plot_training_curve).run(
+    IMPRun(config, factory, data, device, save_dir, plot_curve=plot_training_curve, progress=progress_wanted()).run(
         resume=args.resume, checkpoint=Path(args.checkpoint) if args.checkpoint else None)
 
 

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     from ..setup import imp_config, load_data, model_factory, setup_device
     from ...tickets.prac import read_split_file
     from ...analysis.plots import plot_training_curve
+    from ...core.console import progress_wanted
     from ...tickets.prac_imp import PrACRun, PrACSettings
 
     if args.resume and args.checkpoint and args.save_dir is None:
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.dataset} from {data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test; "
           f"round 0 on {len(data.train) if first is None else first.numel()} images; {args.arch} on {device}; "
           f"run folder {save_dir}", flush=True)
-    PrACRun(config, factory, data, device, save_dir, settings, first, plot_curve=plot_training_curve).run(
+    PrACRun(config, factory, data, device, save_dir, settings, first, plot_curve=plot_training_curve,
+            progress=progress_wanted()).run(
         resume=args.resume, checkpoint=Path(args.checkpoint) if args.checkpoint else None)
 
 

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from ..setup import imp_config, start_training_job
     from ...analysis.plots import plot_training_curve
+    from ...core.console import progress_wanted
     from ...tickets.retrain import retrain
 
     if args.random_init == (args.init_dir is not None):
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     config = imp_config(args, prune_type="lt", pruning_times=1)
     factory, device, data = start_training_job(args, save_dir)
     retrain(config, factory, data, device, save_dir, Path(args.mask_dir),
-            Path(args.init_dir) if args.init_dir else None, resume=args.resume, plot_curve=plot_training_curve)
+            Path(args.init_dir) if args.init_dir else None, resume=args.resume, plot_curve=plot_training_curve,
+            progress=progress_wanted())
 
 
 if __name__ == "__main__":
