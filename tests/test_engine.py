@@ -17,7 +17,7 @@ from lotterypools.formats.openlth import OpenLTHLayout
 from lotterypools.training.sources import SplitEvaluator, SplitTrainData
 from lotterypools.training.loop import CorrectnessRecorder, TrainingHook
 from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
-from test_cli_errors import user_error
+from helpers import user_error
 
 
 class Killed(Exception):
@@ -80,7 +80,7 @@ def test_both_layouts_resume_mid_round_to_the_uninterrupted_tickets(tmp_path, la
 
 def density_after(rounds: int) -> float:
     from lotterypools.training.masks import prunable_names
-    from test_masks import expected_kept
+    from helpers import expected_kept
 
     model = tiny_model_factory()()
     parameters = dict(model.named_parameters())
@@ -276,6 +276,7 @@ def cli_run_flags(cli_run, **changes: str) -> list[str]:
     return [item for name, value in flags.items() for item in (f"--{name}", value)] + ["--no_download"]
 
 
+@pytest.mark.slow
 def test_main_imp_resume_with_other_epochs_is_refused_and_changes_nothing(main_imp, capsys, cli_run):
     before = folder_snapshot(cli_run)
     err = user_error(main_imp, cli_run_flags(cli_run, epochs="3") + ["--resume"], capsys)

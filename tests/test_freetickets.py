@@ -127,6 +127,7 @@ def _mask_check(ticket_path: Path, density: float) -> dict:
     return ticket
 
 
+@pytest.mark.slow
 def test_main_dst_script_writes_a_ticket_and_continues(data_dir, tmp_path):
     save = tmp_path / "dst"
     args = ["--data_dir", str(data_dir), *TINY, *SPARSE, "--seed", "17", "--epochs", "2", "--save_dir", str(save)]
@@ -301,8 +302,9 @@ def _imagenet_masks(folder: Path) -> dict:
     return torch.load(folder / "progress" / "imagenet.pth", weights_only=True)["masks"]
 
 
+@pytest.mark.slow
 def test_imagenet_one_and_two_gloo_processes_make_the_same_masks(tmp_path):
-    from test_imagenet import free_port, write_image_folder
+    from helpers import free_port, write_image_folder
 
     data = write_image_folder(tmp_path / "imagenet")  # 30 train images (3 held out), 12 test
     common = ["--sparse_init", "ERK", "--multiplier", "1", "--seed", "17", "-j0", "-p", "500", "--arch", "conv2",

@@ -17,7 +17,7 @@ from lotterypools.tickets.imp import IMPConfig, IMPRun
 from lotterypools.training.masks import masks_of, prunable_names
 from lotterypools.training.loop import build_optimizer, train_one_epoch
 from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
-from test_masks import expected_kept
+from helpers import expected_kept
 
 ORIGINAL_KEYS = {"state", "result", "epoch", "state_dict", "best_sa", "optimizer", "scheduler", "init_weight"}
 

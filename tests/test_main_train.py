@@ -56,6 +56,7 @@ def test_checkpoints_of_another_architecture_are_refused(tmp_path, tiny_run):
     assert not (tmp_path / "retrain").exists()
 
 
+@pytest.mark.slow
 def test_main_train_script_retrains_a_ticket_of_main_imp(tmp_path, cli_run, main_train):
     mask = cli_run / "1checkpoint.pth.tar"
     out = tmp_path / "retrained"

@@ -76,6 +76,7 @@ def test_every_script_answers_help_from_its_folder_without_torch(script):
     assert "usage:" in result.stdout and result.stdout.strip().endswith("heavy: []")
 
 
+@pytest.mark.slow
 def test_pip_install_gives_console_commands_that_answer_help(tmp_path):
     """``pip install .`` of a copy of the checkout (no network, no build isolation): every command runs --help."""
     source = tmp_path / "source"

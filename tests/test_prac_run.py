@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script_main
+from helpers import load_script_main
 from helpers import (CPU, IDX_STEMS, REPO, labelled_images, script_env, state_of, tiny_config, tiny_model_factory,
                      tiny_splits, write_idx)
 from lotterypools.data.datasets import DataSplits, Split
@@ -153,6 +153,7 @@ def prac_cli_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_prac_script_writes_three_rounds_of_shrinking_sets(prac_cli_run):
     summary = json.loads((prac_cli_run / "summary.json").read_text())
     assert [r["density"] for r in summary] == pytest.approx([1.0, 0.8, 0.64], abs=0.005)
@@ -161,6 +162,7 @@ def test_prac_script_writes_three_rounds_of_shrinking_sets(prac_cli_run):
     assert (prac_cli_run / "epoch_1_rewind_weight.pt").exists()  # --rewind_epoch 0: the weights after one epoch
 
 
+@pytest.mark.slow
 def test_main_train_and_lottery_pools_run_on_the_prac_folder(prac_cli_run, tmp_path):
     data = prac_cli_run.parent / "data"
     common = ["--data", str(data), "--dataset", "fashionmnist", "--arch", "conv2", "--device", "cpu", "--no_download"]

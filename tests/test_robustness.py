@@ -22,7 +22,7 @@ from lotterypools.models import build_model
 from lotterypools.analysis.ood import OODBenchmark
 from lotterypools.cli.pools import build_evaluator
 from lotterypools.pools.store import read_ticket
-from test_pools import SPEC, make_store, tiny_data, tiny_model
+from helpers import POOL_SPEC as SPEC, make_store, tiny_data, tiny_model
 
 CPU = torch.device("cpu")
 
