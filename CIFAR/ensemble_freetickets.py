@@ -1,6 +1,6 @@
-"""FreeTickets' ensemble_freetickets.py: see lotterypools/commands/ensemble_freetickets.py (--help)."""
+"""FreeTickets' ensemble_freetickets.py: see lotterypools/cli/commands/ensemble_freetickets.py (--help)."""
 
-from lotterypools.commands.ensemble_freetickets import main
+from lotterypools.cli.commands.ensemble_freetickets import main
 
 if __name__ == "__main__":
     main()

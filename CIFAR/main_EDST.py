@@ -1,6 +1,6 @@
-"""FreeTickets' main_EDST.py: see lotterypools/commands/main_edst.py (python main_EDST.py --help)."""
+"""FreeTickets' main_EDST.py: see lotterypools/cli/commands/main_edst.py (python main_EDST.py --help)."""
 
-from lotterypools.commands.main_edst import main
+from lotterypools.cli.commands.main_edst import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
-"""FreeTickets' main_PF.py: see lotterypools/commands/main_pf.py (python main_PF.py --help)."""
+"""FreeTickets' main_PF.py: see lotterypools/cli/commands/main_pf.py (python main_PF.py --help)."""
 
-from lotterypools.commands.main_pf import main
+from lotterypools.cli.commands.main_pf import main
 
 if __name__ == "__main__":
     main()

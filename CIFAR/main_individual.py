@@ -1,6 +1,6 @@
-"""FreeTickets' main_individual.py: see lotterypools/commands/main_individual.py (python main_individual.py --help)."""
+"""FreeTickets' main_individual.py: see lotterypools/cli/commands/main_individual.py (python main_individual.py --help)."""
 
-from lotterypools.commands.main_individual import main
+from lotterypools.cli.commands.main_individual import main
 
 if __name__ == "__main__":
     main()

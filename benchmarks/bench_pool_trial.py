@@ -21,12 +21,12 @@ from torch.func import functional_call, vmap
 from torch.optim.swa_utils import update_bn
 
 from common import add_machine_arguments, machine_line, model_for, setup_machine, synthetic_cifar, timed  # noqa: E402
-from lotterypools.data import BatchSource, DataSplits, fixed_batches, resident_split
-from lotterypools.errors import cli_entry
-from lotterypools.loaders import pil_source
-from lotterypools.masks import prunable_names, prune_to_count
-from lotterypools.pools import PoolEvaluator, interpolate_state
-from lotterypools.results import format_table
+from lotterypools.data.datasets import BatchSource, DataSplits, fixed_batches, resident_split
+from lotterypools.core.errors import cli_entry
+from lotterypools.data.loaders import pil_source
+from lotterypools.training.masks import prunable_names, prune_to_count
+from lotterypools.pools.search import PoolEvaluator, interpolate_state
+from lotterypools.core.records import format_table
 
 Weights = dict[str, torch.Tensor]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lotterypools.errors import UserError, cli_entry  # noqa: E402
-from lotterypools.results import format_table, read_json  # noqa: E402
+from lotterypools.core.errors import UserError, cli_entry  # noqa: E402
+from lotterypools.core.records import format_table, read_json  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "CIFAR" / "Lottery_pools.py"
 

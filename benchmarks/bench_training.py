@@ -22,11 +22,11 @@ import torch.nn.functional as F
 
 from common import (add_machine_arguments, machine_line, model_for, setup_machine, synthetic_cifar,  # noqa: E402
                     timed)
-from lotterypools.data import BatchSource, DataSplits, load_dataset, resident_split
-from lotterypools.errors import UserError, cli_entry
-from lotterypools.loaders import pil_source
-from lotterypools.results import format_table
-from lotterypools.training import autocast_context, build_optimizer, evaluate, prepare_model
+from lotterypools.data.datasets import BatchSource, DataSplits, load_dataset, resident_split
+from lotterypools.core.errors import UserError, cli_entry
+from lotterypools.data.loaders import pil_source
+from lotterypools.core.records import format_table
+from lotterypools.training.loop import autocast_context, build_optimizer, evaluate, prepare_model
 
 FLAGS = {"cl": "channels_last", "amp": "amp", "compile": "compile"}
 

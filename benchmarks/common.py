@@ -15,8 +15,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lotterypools.data import SPECS, DataSplits, Split  # noqa: E402
-from lotterypools.device import resolve_device  # noqa: E402
+from lotterypools.data.datasets import SPECS, DataSplits, Split  # noqa: E402
+from lotterypools.core.device import resolve_device  # noqa: E402
 from lotterypools.models import build_model  # noqa: E402
 from torch import nn  # noqa: E402
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lotterypools.errors import UserError, cli_entry  # noqa: E402
+from lotterypools.core.errors import UserError, cli_entry  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_ticket(path: Path) -> tuple[dict, dict]:
     """Plain weights and masks of a ticket in either layout."""
-    from lotterypools.checkpoints import load_file, split_pruned_state, state_dict_of
+    from lotterypools.core.torchfiles import load_file, state_dict_of
+    from lotterypools.training.masks import split_pruned_state
 
     saved = load_file(path)
     weights, masks = split_pruned_state(state_dict_of(saved, path))
@@ -62,11 +63,11 @@ def main(argv=None) -> list[dict]:
     import torch
     from torch import nn
 
-    from lotterypools.analysis import average_probabilities, member_probabilities
-    from lotterypools.calibration import disagreement_matrix, prediction_metrics
-    from lotterypools.data import BatchSource, dataset_spec, load_dataset
+    from lotterypools.analysis.ensembles import average_probabilities, member_probabilities
+    from lotterypools.analysis.calibration import disagreement_matrix, prediction_metrics
+    from lotterypools.data.datasets import BatchSource, dataset_spec, load_dataset
     from lotterypools.models import build_model
-    from lotterypools.results import format_table, provenance, write_csv, write_json
+    from lotterypools.core.records import format_table, provenance, write_csv, write_json
 
     args = build_parser().parse_args(argv)
     spec = dataset_spec(args.dataset)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lotterypools.errors import UserError, cli_entry  # noqa: E402
+from lotterypools.core.errors import UserError, cli_entry  # noqa: E402
 
 
 def read_json(path: Path, default=None):

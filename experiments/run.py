@@ -3,7 +3,7 @@
 The code is in lotterypools/commands/experiment.py (installed as the console command `lotterypools-experiment`).
 """
 
-from lotterypools.commands.experiment import build_parser, main  # noqa: F401 (build_parser: for tools that read the flags)
+from lotterypools.cli.commands.experiment import build_parser, main  # noqa: F401 (build_parser: for tools that read the flags)
 
 if __name__ == "__main__":
     main()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
 
-from helpers import REPO, make_tiny_run, run_script, write_mnist_like
+from helpers import load_script_main, make_tiny_run, run_script, write_mnist_like
 
 # The tests' tensors are tiny: one thread avoids OpenMP spin-waiting on a busy machine (20x slower there).
 DEFAULT_THREADS = torch.get_num_threads()
@@ -44,14 +43,6 @@ def cli_run(tmp_path_factory):
     (base / "output.txt").write_text(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     assert result.returncode == 0, result.stderr[-2000:]
     return folder
-
-
-def load_script_main(name: str):
-    """``main`` of ``CIFAR/<name>``, imported in this process (quicker than a subprocess per bad input)."""
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / "CIFAR" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="session")

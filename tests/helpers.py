@@ -5,25 +5,37 @@ Other test files reuse these (``from helpers import make_tiny_run``; pytest puts
 (``tiny_splits()``, models from ``tiny_model_factory()``) in about a second; ``write_mnist_like`` and
 ``write_cifar`` write data sets in the real on-disk formats; the ``cli_run`` fixture (conftest.py) is a
 two-round ``main_imp.py`` run on tiny Fashion-MNIST files, usable with the scripts' ``--data``/``--dataset``.
+Pool tickets (``write_tickets``, ``make_store``, ``tiny_model``, ``tiny_data``), ImageNet folders and OpenLTH
+tickets (``write_image_folder``, ``write_openlth_tickets``, ``free_port``), ``expected_kept``, ``user_error`` and
+``load_script_main`` live here too: no test module imports another.
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import pickle
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 from torch import nn
 
-from lotterypools.data import DataSplits, DatasetSpec, Split
-from lotterypools.imp import IMPConfig, IMPRun
-from lotterypools.models import build_model
+from lotterypools.data.datasets import DataSplits, DatasetSpec, Split
+from lotterypools.tickets.imp import IMPConfig, IMPRun
+from lotterypools.core.torchfiles import atomic_save
+from lotterypools.formats import openlth
+from lotterypools.formats.original import ticket_files
+from lotterypools.models import build_imagenet_model, build_model
+from lotterypools.pools.store import TicketStore
+from lotterypools.training.masks import join_pruned_state, magnitude_masks, prunable_names
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -71,9 +83,11 @@ def tiny_config(**overrides) -> IMPConfig:
 
 def tiny_imp_run(folder: Path, log: Callable[[str], None] = lambda line: None, run_class: type = IMPRun,
                  **overrides) -> IMPRun:
-    """An :class:`IMPRun` (not yet started) of ``conv2`` on the tiny data set into ``folder``."""
+    """An :class:`IMPRun` (not yet started) of ``conv2`` on the tiny data set into ``folder``; it draws its curves."""
+    from lotterypools.analysis.plots import plot_training_curve
+
     return run_class(tiny_config(**overrides), tiny_model_factory(overrides.get("arch", "conv2")), tiny_splits(), CPU,
-                     folder, log=log, progress=False)
+                     folder, log=log, progress=False, plot_curve=plot_training_curve)
 
 
 def make_tiny_run(tmp_path: Path, **overrides) -> Path:
@@ -172,3 +186,115 @@ def state_of(path: Path) -> dict:
 def folder_snapshot(folder: Path) -> dict[str, bytes]:
     """Every file's bytes in ``folder`` (to check that a failed command changed nothing)."""
     return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+# ---------------------------------------------------------------- pool tickets (conv2 on 8x8 images)
+POOL_SPEC = DatasetSpec("tiny", 3, 1, 8, (0.5,), (0.25,), 16, 0, True)
+
+
+def tiny_model() -> torch.nn.Module:
+    return build_model("conv2", POOL_SPEC.num_classes, POOL_SPEC.channels, POOL_SPEC.mean, POOL_SPEC.std, POOL_SPEC.image_size)
+
+
+def tiny_data(seed: int = 0) -> DataSplits:
+    generator = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> Split:
+        labels = torch.randint(0, 3, (n,), generator=generator)
+        images = (labels[:, None, None, None] * 80 + torch.randint(0, 60, (n, 1, 8, 8), generator=generator)).to(torch.uint8)
+        return Split(images, labels)
+
+    return DataSplits(POOL_SPEC, split(96), split(48), split(48), "memory")
+
+
+def write_tickets(folder: Path, count: int, rate: float = 0.2, seed: int = 0) -> list[Path]:
+    """Tickets in the original layout: round 0 dense, later rounds weight_orig + weight_mask at 0.8^k density."""
+    torch.manual_seed(seed)
+    reference = tiny_model()
+    names = [k for k in reference.state_dict() if k.endswith(".weight") and reference.state_dict()[k].dim() == 4]
+    paths = []
+    for round_index in range(count):
+        # trained weights differ per round; the normalisation buffers (the data set's mean and std) never do
+        weights = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() and not k.startswith("normalize.") else v
+                   for k, v in reference.state_dict().items()}
+        total = sum(weights[n].numel() for n in names)
+        masks = {} if round_index == 0 else magnitude_masks(weights, names, round(total * (1 - rate) ** round_index))
+        path = folder / f"{round_index}model_SA_best.pth.tar"
+        atomic_save({"state": round_index, "state_dict": join_pruned_state(weights, masks), "best_sa": 0.0}, path)
+        paths.append(path)
+    return paths
+
+
+def make_store(folder: Path, count: int = 4) -> TicketStore:
+    write_tickets(folder, count)
+    return TicketStore(ticket_files(folder), tiny_model().state_dict(), "conv2 on tiny")
+
+
+# ---------------------------------------------------------------- ImageNet: ImageFolder data, OpenLTH tickets
+CLASSES = 3
+
+
+TINY_ARCH = "resnet20s"
+
+
+def write_image_folder(root: Path, per_class_train: int = 10, per_class_val: int = 4) -> Path:
+    """Small coloured 36x36 PNGs whose mean colour depends on the class."""
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", per_class_train), ("val", per_class_val)):
+        for label in range(CLASSES):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for index in range(count):
+                base = torch.zeros(3, 1, 1)
+                base[label] = 160
+                pixels = (base + 60 * torch.rand(3, 36, 36, generator=generator)).clamp(0, 255).byte()
+                Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(folder / f"{index}.png")
+    return root
+
+
+def write_openlth_tickets(root: Path, arch: str = TINY_ARCH, levels: int = 3, epoch: int = 4, classes: int = CLASSES) -> Path:
+    """Tickets in OpenLTH's layout: seeded weights, magnitude masks of density 0.8^k over conv and fc."""
+    for level in range(levels):
+        torch.manual_seed(level)
+        model = build_imagenet_model(arch, classes, 32)
+        names = prunable_names(model, include_linear=True)
+        state = model.state_dict()
+        total = sum(state[n].numel() for n in names)
+        masks = magnitude_masks(state, names, round(total * 0.8 ** level))
+        openlth.write_model(root, level, 0, state)
+        openlth.write_model(root, level, epoch, {k: v * masks[k] if k in masks else v for k, v in state.items()})
+        openlth.write_mask(root, level, masks)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---------------------------------------------------------------- masks, command-line errors, scripts in-process
+def expected_kept(total: int, rate: float, rounds: int) -> list[int]:
+    """Kept counts after each round: torch prunes round(rate * remaining) of the remaining weights."""
+    kept = [total]
+    for _ in range(rounds):
+        kept.append(kept[-1] - round(rate * kept[-1]))
+    return kept
+
+
+def user_error(main, argv, capsys) -> str:
+    """Run a script's ``main`` in this process; assert exit code 2 and one ``error:`` line; return it."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def load_script_main(name: str):
+    """``main`` of ``CIFAR/<name>``, imported in this process (quicker than a subprocess per bad input)."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / "CIFAR" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main

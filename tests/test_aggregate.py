@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lotterypools.commands.aggregate_results import main
-from lotterypools.pool_results import PoolResultsFile
+from lotterypools.cli.commands.aggregate_results import main
+from lotterypools.pools.results import PoolResultsFile
 
 DENSITIES = {0: 1.0, 1: 0.8}
 

@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-import test_imagenet
 from helpers import write_mnist_like
-from lotterypools import files, openlth
-from lotterypools.checkpoints import atomic_save, load_file, ticket_files
-from lotterypools.corruptions import CorruptedSet
-from lotterypools.errors import UserError
+from lotterypools.core import files
+from lotterypools.formats import openlth
+from lotterypools.formats.original import ticket_files
+from lotterypools.core.torchfiles import atomic_save, load_file
+from lotterypools.data.corruptions import CorruptedSet
+from lotterypools.core.errors import UserError
 from lotterypools.models import build_imagenet_model
-from lotterypools.results import write_json
-from lotterypools.tickets import TicketStore
-from test_pools import tiny_model, write_tickets
+from lotterypools.core.records import write_json
+from lotterypools.pools.store import TicketStore
+from helpers import CLASSES, TINY_ARCH, tiny_model, write_openlth_tickets, write_tickets
 
 
 def one_line(error: UserError, *fragments: str) -> str:
@@ -41,7 +42,7 @@ def cifar_tickets(tmp_path: Path) -> Path:
 
 
 def openlth_tickets(tmp_path: Path) -> Path:
-    return test_imagenet.write_tickets(tmp_path / "lth", levels=2)
+    return write_openlth_tickets(tmp_path / "lth", levels=2)
 
 
 # module, flag, argv builder (tmp_path, output path) -> argv
@@ -67,7 +68,7 @@ SCRIPTS = {
 
 def script_error(module: str, argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        importlib.import_module(f"lotterypools.commands.{module}").main(argv)
+        importlib.import_module(f"lotterypools.cli.commands.{module}").main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
@@ -179,7 +180,7 @@ def test_a_gap_in_the_rounds_gets_the_same_answer_in_both_layouts(tmp_path):
     cifar = tmp_path / "cifar"
     write_tickets(cifar, 3)
     (cifar / "1model_SA_best.pth.tar").unlink()
-    lth = test_imagenet.write_tickets(tmp_path / "lth", levels=3)
+    lth = write_openlth_tickets(tmp_path / "lth", levels=3)
     for path in openlth.level_dir(lth, 1).iterdir():
         path.unlink()
     openlth.level_dir(lth, 1).rmdir()
@@ -205,12 +206,12 @@ def test_a_folder_mixing_data_sets_gets_one_line_in_the_original_layout(tmp_path
 
 
 def test_a_folder_mixing_data_sets_gets_the_same_answer_in_openlth_layout(tmp_path):
-    root = test_imagenet.write_tickets(tmp_path / "lth", levels=3)
-    other = test_imagenet.write_tickets(tmp_path / "other", levels=3, classes=test_imagenet.CLASSES + 7)
+    root = write_openlth_tickets(tmp_path / "lth", levels=3)
+    other = write_openlth_tickets(tmp_path / "other", levels=3, classes=CLASSES + 7)
     level_2 = openlth.level_files(root)[2].path
     for name in ("mask.pth", level_2.name):  # level 2 of a run on a data set with more classes
         (openlth.level_dir(other, 2) / name).replace(level_2.parent / name)
-    reference = build_imagenet_model(test_imagenet.TINY_ARCH, test_imagenet.CLASSES, 32).state_dict()
+    reference = build_imagenet_model(TINY_ARCH, CLASSES, 32).state_dict()
     with pytest.raises(UserError) as caught:
         TicketStore(openlth.level_files(root), reference, "--arch resnet20s", reader=openlth.read_level)
     one_line(caught.value, "mixes runs of different data sets", str(level_2), "shapes differ")

@@ -7,19 +7,9 @@ import json
 import pytest
 import torch
 
-from helpers import folder_snapshot, run_script, write_mnist_like
+from helpers import folder_snapshot, run_script, user_error, write_mnist_like
 
 TINY = ["--epochs", "2", "--batch_size", "64", "--device", "cpu", "--no_download", "--arch", "conv2"]
-
-
-def user_error(main, argv, capsys) -> str:
-    """Run a script's ``main`` in this process; assert exit code 2 and one ``error:`` line; return it."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    return err
 
 
 @pytest.fixture
@@ -68,6 +58,7 @@ def test_missing_and_corrupt_data_folders(main_imp, capsys, tmp_path, mnist_root
     assert "unreadable" in user_error(main_imp, TINY + ["--data", str(mnist_root), "--dataset", "mnist"], capsys)
 
 
+@pytest.mark.slow
 def test_end_to_end_main_imp_run_of_two_rounds(cli_run):
     output = (cli_run.parent / "output.txt").read_text()
     summary = json.loads((cli_run / "summary.json").read_text())
@@ -82,6 +73,7 @@ def test_end_to_end_main_imp_run_of_two_rounds(cli_run):
     assert "best_val_acc" in output  # the table of all rounds at the end
 
 
+@pytest.mark.slow
 def test_resume_with_another_architecture_keeps_the_run(main_imp, capsys, cli_run):
     before = folder_snapshot(cli_run)
     err = user_error(main_imp, ["--data", str(cli_run.parent / "data"), "--dataset", "fashionmnist", "--arch", "conv4",
@@ -91,6 +83,7 @@ def test_resume_with_another_architecture_keeps_the_run(main_imp, capsys, cli_ru
     assert folder_snapshot(cli_run) == before
 
 
+@pytest.mark.slow
 def test_starting_over_an_existing_run_is_refused(main_imp, capsys, cli_run):
     before = folder_snapshot(cli_run)
     err = user_error(main_imp, ["--data", str(cli_run.parent / "data"), "--dataset", "fashionmnist", "--arch", "conv2",
@@ -99,6 +92,7 @@ def test_starting_over_an_existing_run_is_refused(main_imp, capsys, cli_run):
     assert folder_snapshot(cli_run) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, message", [
     ([], "exactly one of --init_dir"),
     (["--random_init", "--init_dir", "INIT"], "exactly one of --init_dir"),

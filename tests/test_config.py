@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from lotterypools.config import (OPENLTH_IMAGENET_DEFAULTS, IMPConfig, add_config_arguments, changed_settings,
+from lotterypools.config.settings import (OPENLTH_IMAGENET_DEFAULTS, IMPConfig, add_config_arguments, changed_settings,
                                  config_from_args)
-from lotterypools.errors import UserError
+from lotterypools.core.errors import UserError
 from helpers import REPO
 
 GROUPS = {"training": "training", "pruning": "pruning"}
@@ -60,13 +60,13 @@ def test_changed_settings_name_only_what_changes_the_result():
 
 
 def test_the_config_module_imports_no_torch():
-    code = "import sys, lotterypools.config; sys.exit('torch' in sys.modules)"
+    code = "import sys, lotterypools.config.settings; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0
 
 
 def test_each_scripts_parser_gives_its_documented_defaults():
-    from lotterypools.commands import imagenet_imp, main_imp
+    from lotterypools.cli.commands import imagenet_imp, main_imp
 
     assert config_from_args(main_imp.build_parser().parse_args([])) == IMPConfig()
     args = imagenet_imp.build_parser().parse_args(["data", "--save_dir", "run"])

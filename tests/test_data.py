@@ -9,9 +9,9 @@ import pickle
 import pytest
 import torch
 
-from lotterypools.data import SYSTEM_FASHION_MNIST, BatchSource, load_dataset
-from lotterypools.errors import UserError
-from lotterypools.imp import IMPConfig, IMPRun
+from lotterypools.data.datasets import SYSTEM_FASHION_MNIST, BatchSource, load_dataset
+from lotterypools.core.errors import UserError
+from lotterypools.tickets.imp import IMPConfig, IMPRun
 from lotterypools.models import build_model
 from helpers import CPU, IDX_STEMS, tiny_splits, write_cifar, write_mnist_like
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lotterypools import openlth, paths
-from lotterypools.checkpoints import OriginalLayout, load_file, split_pruned_state
-from lotterypools.config import IMPConfig
-from lotterypools.engine import IMPEngine, RoundPlan, RoundPolicy, fit, optimizer_at
-from lotterypools.errors import UserError
-from lotterypools.masks import density
-from lotterypools.openlth import OpenLTHLayout
-from lotterypools.sources import SplitEvaluator, SplitTrainData
-from lotterypools.training import CorrectnessRecorder, TrainingHook
+from lotterypools.formats import openlth, paths
+from lotterypools.formats.original import OriginalLayout
+from lotterypools.core.torchfiles import load_file
+from lotterypools.training.masks import split_pruned_state
+from lotterypools.config.settings import IMPConfig
+from lotterypools.training.engine import IMPEngine, RoundPlan, RoundPolicy, fit, optimizer_at
+from lotterypools.core.errors import UserError
+from lotterypools.training.masks import density
+from lotterypools.formats.openlth import OpenLTHLayout
+from lotterypools.training.sources import SplitEvaluator, SplitTrainData
+from lotterypools.training.loop import CorrectnessRecorder, TrainingHook
 from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
-from test_cli_errors import user_error
+from helpers import user_error
 
 
 class Killed(Exception):
@@ -41,7 +43,7 @@ def engine(folder, layout: str = "original", hooks=(), policy=None, **overrides)
         overrides.setdefault("ticket", "last")
     config = tiny_config(**overrides)
     data = tiny_splits()
-    files = OriginalLayout(folder, config, plot_curves=False) if layout == "original" else OpenLTHLayout(folder, config)
+    files = OriginalLayout(folder, config) if layout == "original" else OpenLTHLayout(folder, config)
     return IMPEngine(config, tiny_model_factory(config.arch), SplitTrainData(data, config.batch_size, CPU, config.seed),
                      SplitEvaluator(data, CPU), files, CPU, policy=policy, hooks=hooks, log=lambda line: None,
                      progress=False)
@@ -77,8 +79,8 @@ def test_both_layouts_resume_mid_round_to_the_uninterrupted_tickets(tmp_path, la
 
 
 def density_after(rounds: int) -> float:
-    from lotterypools.masks import prunable_names
-    from test_masks import expected_kept
+    from lotterypools.training.masks import prunable_names
+    from helpers import expected_kept
 
     model = tiny_model_factory()()
     parameters = dict(model.named_parameters())
@@ -274,6 +276,7 @@ def cli_run_flags(cli_run, **changes: str) -> list[str]:
     return [item for name, value in flags.items() for item in (f"--{name}", value)] + ["--no_download"]
 
 
+@pytest.mark.slow
 def test_main_imp_resume_with_other_epochs_is_refused_and_changes_nothing(main_imp, capsys, cli_run):
     before = folder_snapshot(cli_run)
     err = user_error(main_imp, cli_run_flags(cli_run, epochs="3") + ["--resume"], capsys)
@@ -339,7 +342,7 @@ def sparse_engine(folder, hook, hooks=()):
     config = tiny_config(pruning_times=1, prune_type="lt", epochs=4)
     data = tiny_splits()
     return HalfDenseStart(config, tiny_model_factory(), SplitTrainData(data, 16, CPU, config.seed),
-                          SplitEvaluator(data, CPU), OriginalLayout(folder, config, plot_curves=False), CPU,
+                          SplitEvaluator(data, CPU), OriginalLayout(folder, config), CPU,
                           policy=SparseRun(hook), hooks=hooks, log=lambda line: None, progress=False)
 
 

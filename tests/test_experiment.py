@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, run_script, script_env, write_mnist_like
-from lotterypools.commands.experiment import main
-from lotterypools.paired_statistics import gain_over_densities, paired_gain, sampling_error
+from lotterypools.cli.commands.experiment import main
+from lotterypools.analysis.statistics import gain_over_densities, paired_gain, sampling_error
 
 COMPARED = ("method", "target_round", "density", "val_acc", "test_acc", "lt_val_acc", "lt_test_acc", "chosen_rounds",
             "alphas", "seed")

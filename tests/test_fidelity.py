@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchvision import transforms
 
-from lotterypools.imagefolder import train_transform
+from lotterypools.data.imagefolder import train_transform
 from lotterypools.models import build_model
 
 

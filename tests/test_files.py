@@ -9,9 +9,9 @@ from collections import namedtuple
 
 import pytest
 
-from lotterypools import files
-from lotterypools.errors import UserError
-from lotterypools.files import check_writable_folder
+from lotterypools.core import files
+from lotterypools.core.errors import UserError
+from lotterypools.core.files import check_writable_folder
 
 
 def one_line_error(path, flag: str = "--save_dir", **kwargs) -> str:

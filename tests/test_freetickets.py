@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from helpers import REPO, write_mnist_like
-from lotterypools.calibration import ECE_BINS
-from lotterypools.errors import UserError
-from lotterypools.freetickets import edst_plan, imagenet_plan, single_plan
-from lotterypools.ticket_ensembles import calibration_summary, disagreement_summary, kl_summary, predict_summary
+from lotterypools.analysis.calibration import ECE_BINS
+from lotterypools.core.errors import UserError
+from lotterypools.tickets.freetickets import edst_plan, imagenet_plan, single_plan
+from lotterypools.analysis.freetickets import calibration_summary, disagreement_summary, kl_summary, predict_summary
 
 TINY = ["--model", "conv2", "--data", "fashionmnist", "--no_download", "--device", "cpu", "--batch-size", "25",
         "--test-batch-size", "500"]
@@ -25,10 +25,10 @@ SPARSE = ["--sparse", "--sparse-init", "ERK", "--update-frequency", "2", "--deat
 
 
 def command(name: str):
-    """``main`` of ``lotterypools.commands.<name>`` (run in this process: quicker than a subprocess)."""
+    """``main`` of ``lotterypools.cli.commands.<name>`` (run in this process: quicker than a subprocess)."""
     import importlib
 
-    return importlib.import_module(f"lotterypools.commands.{name}").main
+    return importlib.import_module(f"lotterypools.cli.commands.{name}").main
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,7 @@ def _mask_check(ticket_path: Path, density: float) -> dict:
     return ticket
 
 
+@pytest.mark.slow
 def test_main_dst_script_writes_a_ticket_and_continues(data_dir, tmp_path):
     save = tmp_path / "dst"
     args = ["--data_dir", str(data_dir), *TINY, *SPARSE, "--seed", "17", "--epochs", "2", "--save_dir", str(save)]
@@ -169,7 +170,7 @@ def test_edst_saves_one_ticket_per_refine_phase_with_large_deaths(data_dir, tmp_
 
 
 def test_an_interrupted_edst_run_continues_exactly(data_dir, tmp_path, monkeypatch):
-    from lotterypools import freetickets
+    from lotterypools.tickets import freetickets
 
     args = ["--data_dir", str(data_dir), *TINY, *SPARSE, "--growth", "random", "--seed", "3", "--epochs-explo", "1",
             "--model-num", "2", "--epochs", "3"]
@@ -301,8 +302,9 @@ def _imagenet_masks(folder: Path) -> dict:
     return torch.load(folder / "progress" / "imagenet.pth", weights_only=True)["masks"]
 
 
+@pytest.mark.slow
 def test_imagenet_one_and_two_gloo_processes_make_the_same_masks(tmp_path):
-    from test_imagenet import free_port, write_image_folder
+    from helpers import free_port, write_image_folder
 
     data = write_image_folder(tmp_path / "imagenet")  # 30 train images (3 held out), 12 test
     common = ["--sparse_init", "ERK", "--multiplier", "1", "--seed", "17", "-j0", "-p", "500", "--arch", "conv2",
@@ -333,7 +335,7 @@ def test_imagenet_one_and_two_gloo_processes_make_the_same_masks(tmp_path):
 
 
 def test_exact_tsne_keeps_clusters_apart():
-    from lotterypools.ticket_ensembles import exact_tsne
+    from lotterypools.analysis.freetickets import exact_tsne
 
     generator = torch.Generator().manual_seed(0)
     centres = torch.randn(3, 5, generator=generator) * 10

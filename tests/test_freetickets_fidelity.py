@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from helpers import write_cifar
-from lotterypools.commands import main_dst, main_edst
-from lotterypools.commands.freetickets_common import sparse_config, training_plan
-from lotterypools.data import SPECS, augment_batch, freetickets_spec
-from lotterypools.errors import UserError
-from lotterypools.freetickets import edst_plan, imagenet_plan
+from lotterypools.cli.commands import main_dst, main_edst
+from lotterypools.cli.freetickets import sparse_config, training_plan
+from lotterypools.data.datasets import SPECS, augment_batch, freetickets_spec
+from lotterypools.core.errors import UserError
+from lotterypools.tickets.freetickets import edst_plan, imagenet_plan
 
 README_DST = ("--sparse --model wrn-28-10 --data cifar10 --seed 17 --sparse-init ERK --update-frequency 1000 "
               "--batch-size 128 --death-rate 0.5 --large-death-rate 0.8 --growth gradient --death magnitude "
@@ -87,8 +87,8 @@ def test_imagenet_warmup_is_the_originals_ramp():
 
 def test_verbatim_dst_command_keeps_the_death_rate_at_05_at_every_update():
     from lotterypools.models import build_model
-    from lotterypools.sparse_training import MaskedWeights, MaskUpdater, initial_masks
-    from lotterypools.training import Step
+    from lotterypools.training.sparse import MaskedWeights, MaskUpdater, initial_masks
+    from lotterypools.training.loop import Step
 
     def rates(extra: list[str]) -> list[float]:
         config = sparse_config(main_dst.build_parser().parse_args(README_DST + extra), "DST")
@@ -196,8 +196,8 @@ def original_erk(shapes: dict[str, tuple[int, ...]], density: float) -> dict[str
 ])
 def test_new_models_have_the_originals_shapes_and_erk_counts(arch, channels, side, sizes):
     from lotterypools.models import build_model
-    from lotterypools.sparse_training import MaskedWeights, MaskUpdater, SparseConfig, exact_counts, initial_masks, sparse_weight_names
-    from lotterypools.training import Step
+    from lotterypools.training.sparse import MaskedWeights, MaskUpdater, SparseConfig, exact_counts, initial_masks, sparse_weight_names
+    from lotterypools.training.loop import Step
 
     torch.manual_seed(0)
     model = build_model(arch, 10, channels, (0.5,) * channels, (0.5,) * channels, side)
@@ -238,7 +238,7 @@ def one_hot_members() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 
 
 def test_ensemble_statistics_default_to_the_originals_against_a_hand_computation():
-    from lotterypools.ticket_ensembles import disagreement_summary, predict_summary
+    from lotterypools.analysis.freetickets import disagreement_summary, predict_summary
 
     members, labels = one_hot_members()
     # member accuracies 100, 100, 50 (%): mean 83.33; population std sqrt((16.67^2 * 2 + 33.33^2) / 3) = 23.57,
@@ -258,7 +258,7 @@ def test_ensemble_statistics_default_to_the_originals_against_a_hand_computation
 
 
 def test_original_statistics_do_not_floor_probabilities_at_1e_12():
-    from lotterypools.ticket_ensembles import kl_summary, predict_summary
+    from lotterypools.analysis.freetickets import kl_summary, predict_summary
 
     labels = torch.tensor([0, 0])
     confident = torch.tensor([[1e-20, 1.0], [0.5, 0.5]], dtype=torch.float64)

@@ -10,58 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from lotterypools import openlth
-from lotterypools.checkpoints import load_file
-from lotterypools.errors import UserError
-from lotterypools.imagefolder import held_out_indices, held_out_size, load_image_folders
-from lotterypools.masks import density, magnitude_masks, prunable_names
+from lotterypools.formats import openlth
+from lotterypools.core.torchfiles import load_file
+from lotterypools.core.errors import UserError
+from lotterypools.data.imagefolder import held_out_indices, held_out_size, load_image_folders
+from lotterypools.training.masks import density
 from lotterypools.models import build_imagenet_model
-from lotterypools.tickets import TicketStore
+from lotterypools.pools.store import TicketStore
 
-from helpers import script_env
+from helpers import CLASSES, TINY_ARCH, free_port, script_env, write_image_folder
+from helpers import write_openlth_tickets as write_tickets
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = ROOT / "ImageNet"
-CLASSES = 3
-TINY_ARCH = "resnet20s"
-
-
-def write_image_folder(root: Path, per_class_train: int = 10, per_class_val: int = 4) -> Path:
-    """Small coloured 36x36 PNGs whose mean colour depends on the class."""
-    generator = torch.Generator().manual_seed(0)
-    for split, count in (("train", per_class_train), ("val", per_class_val)):
-        for label in range(CLASSES):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for index in range(count):
-                base = torch.zeros(3, 1, 1)
-                base[label] = 160
-                pixels = (base + 60 * torch.rand(3, 36, 36, generator=generator)).clamp(0, 255).byte()
-                Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(folder / f"{index}.png")
-    return root
-
-
-def write_tickets(root: Path, arch: str = TINY_ARCH, levels: int = 3, epoch: int = 4, classes: int = CLASSES) -> Path:
-    """Tickets in OpenLTH's layout: seeded weights, magnitude masks of density 0.8^k over conv and fc."""
-    for level in range(levels):
-        torch.manual_seed(level)
-        model = build_imagenet_model(arch, classes, 32)
-        names = prunable_names(model, include_linear=True)
-        state = model.state_dict()
-        total = sum(state[n].numel() for n in names)
-        masks = magnitude_masks(state, names, round(total * 0.8 ** level))
-        openlth.write_model(root, level, 0, state)
-        openlth.write_model(root, level, epoch, {k: v * masks[k] if k in masks else v for k, v in state.items()})
-        openlth.write_mask(root, level, masks)
-    return root
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_script(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
@@ -164,6 +126,7 @@ def test_lottery_pools_one_process(data, tickets, tmp_path):
     assert (tmp_path / "results" / "pools_results.csv").exists() and (tmp_path / "results" / "pools_accuracy.png").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_results_as_one(data, tickets, tmp_path):
     run_pools_in_process(pool_args(data, tickets, tmp_path / "one"))
     args = pool_args(data, tickets, tmp_path / "two")
@@ -183,6 +146,7 @@ def test_two_processes_give_the_same_results_as_one(data, tickets, tmp_path):
             assert step_a["trials"] == pytest.approx(step_b["trials"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_launcher_stops_the_others_when_a_process_fails(tmp_path):
     script = tmp_path / "failing.py"
     script.write_text(
@@ -236,7 +200,7 @@ def test_main_imp_two_levels_in_openlth_layout(data, tmp_path):
 
 
 def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
-    from lotterypools.distributed import init_distributed
+    from lotterypools.training.distributed import init_distributed
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -244,7 +208,7 @@ def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(UserError, match="local rank 1 has no GPU of its own .1 visible.: lower --nproc_per_node to 1"):
         init_distributed("auto", local_rank=1)
-    from lotterypools.commands import multiproc
+    from lotterypools.cli.commands import multiproc
 
     with pytest.raises(UserError, match="--nproc_per_node 2 is more than the 1 GPUs here"):
         multiproc.check_devices(2, ["--save_dir", "x"])
@@ -254,6 +218,7 @@ def test_more_processes_than_gpus_on_nccl_is_one_line(monkeypatch):
         multiproc.port_in_script_args(["--master_port=eighty"])
 
 
+@pytest.mark.slow
 def test_main_imp_on_two_processes_trains_and_a_rerun_with_more_levels_continues(data, tmp_path):
     save = tmp_path / "imp"
 
@@ -278,9 +243,9 @@ def test_main_imp_on_two_processes_trains_and_a_rerun_with_more_levels_continues
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_killed_imagenet_level_resumes_to_the_uninterrupted_tickets(data, tmp_path, workers):
-    from lotterypools.distributed import init_distributed
-    from lotterypools.openlth_imp import LevelRun, openlth_config
-    from lotterypools.training import TrainingHook
+    from lotterypools.training.distributed import init_distributed
+    from lotterypools.tickets.imagenet_imp import LevelRun, openlth_config
+    from lotterypools.training.loop import TrainingHook
 
     class Killed(Exception):
         pass

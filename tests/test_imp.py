@@ -8,15 +8,16 @@ import json
 import pytest
 import torch
 
-from lotterypools import paths
-from lotterypools.checkpoints import load_file, load_pruned_state, split_pruned_state
-from lotterypools.data import BatchSource
-from lotterypools.errors import UserError
-from lotterypools.imp import IMPConfig, IMPRun
-from lotterypools.masks import masks_of, prunable_names
-from lotterypools.training import build_optimizer, train_one_epoch
+from lotterypools.formats import paths
+from lotterypools.core.torchfiles import load_file
+from lotterypools.training.masks import load_pruned_state, split_pruned_state
+from lotterypools.data.datasets import BatchSource
+from lotterypools.core.errors import UserError
+from lotterypools.tickets.imp import IMPConfig, IMPRun
+from lotterypools.training.masks import masks_of, prunable_names
+from lotterypools.training.loop import build_optimizer, train_one_epoch
 from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
-from test_masks import expected_kept
+from helpers import expected_kept
 
 ORIGINAL_KEYS = {"state", "result", "epoch", "state_dict", "best_sa", "optimizer", "scheduler", "init_weight"}
 

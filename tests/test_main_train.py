@@ -1,4 +1,4 @@
-"""Retraining a subnetwork from a mask and an initialisation (lotterypools.retrain and CIFAR/main_train.py)."""
+"""Retraining a subnetwork from a mask and an initialisation (lotterypools.tickets.retrain and CIFAR/main_train.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import json
 import pytest
 import torch
 
-from lotterypools import paths
-from lotterypools.checkpoints import atomic_save, load_file, split_pruned_state
-from lotterypools.errors import UserError
-from lotterypools.masks import density
-from lotterypools.retrain import retrain
+from lotterypools.formats import paths
+from lotterypools.core.torchfiles import atomic_save, load_file
+from lotterypools.training.masks import split_pruned_state
+from lotterypools.core.errors import UserError
+from lotterypools.training.masks import density
+from lotterypools.tickets.retrain import retrain
 from helpers import CPU, state_of, tiny_config, tiny_model_factory, tiny_splits
 
 
@@ -55,6 +56,7 @@ def test_checkpoints_of_another_architecture_are_refused(tmp_path, tiny_run):
     assert not (tmp_path / "retrain").exists()
 
 
+@pytest.mark.slow
 def test_main_train_script_retrains_a_ticket_of_main_imp(tmp_path, cli_run, main_train):
     mask = cli_run / "1checkpoint.pth.tar"
     out = tmp_path / "retrained"

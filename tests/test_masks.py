@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lotterypools.masks import apply_masks, density, kept_count, masks_of, prunable_names, prune_globally, remove_masks
-from helpers import tiny_model_factory
-
-
-def expected_kept(total: int, rate: float, rounds: int) -> list[int]:
-    """Kept counts after each round: torch prunes round(rate * remaining) of the remaining weights."""
-    kept = [total]
-    for _ in range(rounds):
-        kept.append(kept[-1] - round(rate * kept[-1]))
-    return kept
+from lotterypools.training.masks import apply_masks, density, kept_count, masks_of, prunable_names, prune_globally, remove_masks
+from helpers import expected_kept, tiny_model_factory
 
 
 @pytest.mark.parametrize("random", [False, True])

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lotterypools.checkpoints import atomic_save, load_file, load_pruned_state
-from lotterypools.data import SPECS
-from lotterypools.errors import UserError
-from lotterypools.masks import masks_of, prune_globally
+from lotterypools.core.torchfiles import atomic_save, load_file
+from lotterypools.training.masks import load_pruned_state
+from lotterypools.data.datasets import SPECS
+from lotterypools.core.errors import UserError
+from lotterypools.training.masks import masks_of, prune_globally
 from lotterypools.models import CIFAR_ARCHITECTURES, build_model
 
 KEY_FILES = Path(__file__).parent / "data"

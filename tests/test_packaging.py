@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from helpers import REPO, script_env
-from lotterypools.commands import CONSOLE_COMMANDS
+from lotterypools.cli.commands import CONSOLE_COMMANDS
 
 SCRIPTS = sorted([*(REPO / "CIFAR").glob("*.py"), *(REPO / "ImageNet").glob("*.py"), *(REPO / "experiments").glob("*.py")])
 HEAVY = ("torch", "torchvision", "matplotlib")
@@ -27,7 +27,7 @@ def pyproject_scripts() -> dict[str, str]:
 
 def test_every_console_command_is_declared_and_resolves_to_a_main():
     scripts = pyproject_scripts()
-    assert scripts == {name: f"lotterypools.commands.{module}:main" for name, module in CONSOLE_COMMANDS.items()}
+    assert scripts == {name: f"lotterypools.cli.commands.{module}:main" for name, module in CONSOLE_COMMANDS.items()}
     for target in scripts.values():
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function))
@@ -36,7 +36,7 @@ def test_every_console_command_is_declared_and_resolves_to_a_main():
 @pytest.mark.parametrize("module", sorted(CONSOLE_COMMANDS.values()))
 def test_every_command_main_answers_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        importlib.import_module(f"lotterypools.commands.{module}").main(["--help"])
+        importlib.import_module(f"lotterypools.cli.commands.{module}").main(["--help"])
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
 
@@ -47,7 +47,7 @@ def test_the_scripts_are_thin_wrappers_without_path_edits():
         tree = ast.parse(script.read_text())
         assert "sys.path" not in script.read_text(), script
         modules = [node.module for node in tree.body if isinstance(node, ast.ImportFrom)]
-        assert len(modules) == 1 and modules[0].startswith("lotterypools.commands."), script
+        assert len(modules) == 1 and modules[0].startswith("lotterypools.cli.commands."), script
         assert not [node for node in tree.body if isinstance(node, (ast.Import, ast.FunctionDef, ast.ClassDef))], script
         wrapped.add(modules[0].rsplit(".", 1)[1])
     assert wrapped == set(CONSOLE_COMMANDS.values())
@@ -56,7 +56,7 @@ def test_the_scripts_are_thin_wrappers_without_path_edits():
 def test_building_every_parser_imports_no_torch_torchvision_or_matplotlib():
     code = ("import importlib, sys\n"
             f"for name in {sorted(CONSOLE_COMMANDS.values())!r}:\n"
-            "    importlib.import_module('lotterypools.commands.' + name).build_parser().format_help()\n"
+            "    importlib.import_module('lotterypools.cli.commands.' + name).build_parser().format_help()\n"
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=script_env(), timeout=120)
     assert result.returncode == 0, result.stderr
@@ -76,6 +76,7 @@ def test_every_script_answers_help_from_its_folder_without_torch(script):
     assert "usage:" in result.stdout and result.stdout.strip().endswith("heavy: []")
 
 
+@pytest.mark.slow
 def test_pip_install_gives_console_commands_that_answer_help(tmp_path):
     """``pip install .`` of a copy of the checkout (no network, no build isolation): every command runs --help."""
     source = tmp_path / "source"
@@ -100,6 +101,7 @@ def test_pip_install_gives_console_commands_that_answer_help(tmp_path):
 
 
 def test_the_torch_free_choices_match_the_modules_that_use_them():
-    from lotterypools import choices, corruptions
+    from lotterypools.config import names as choices
+    from lotterypools.data import corruptions
 
     assert choices.CORRUPTION_NAMES == tuple(sorted(corruptions.CORRUPTIONS))

@@ -2,64 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
-from lotterypools.checkpoints import atomic_save, join_pruned_state, ticket_files
-from lotterypools.data import DataSplits, DatasetSpec, Split
-from lotterypools.errors import UserError
-from lotterypools.experiment import (PoolSettings, check_pool_settings, evaluate_tickets, run_linear_paths,
+from lotterypools.formats.original import ticket_files
+from lotterypools.core.torchfiles import atomic_save
+from lotterypools.training.masks import join_pruned_state
+from lotterypools.core.errors import UserError
+from lotterypools.pools.run import (PoolSettings, check_pool_settings, evaluate_tickets, run_linear_paths,
                                     run_pool_method)
-from lotterypools.masks import density, magnitude_masks
+from lotterypools.training.masks import density, magnitude_masks
 from lotterypools.models import build_model
-from lotterypools.pool_cli import build_evaluator
-from lotterypools.pool_results import PoolResultsFile
-from lotterypools.pools import (PoolSearch, candidate_order, ema_rule, interpolate_state, lottery_pools_rule,
+from lotterypools.cli.pools import build_evaluator
+from lotterypools.pools.results import PoolResultsFile
+from lotterypools.analysis.plots import plot_pool_results
+from lotterypools.pools.search import (PoolSearch, candidate_order, ema_rule, interpolate_state, lottery_pools_rule,
                                 swa_rule)
-from lotterypools.tickets import TicketStore, read_ticket
-from lotterypools.training import EpochStats
+from lotterypools.pools.store import TicketStore, read_ticket
+from lotterypools.training.loop import EpochStats
 
-SPEC = DatasetSpec("tiny", 3, 1, 8, (0.5,), (0.25,), 16, 0, True)
-
-
-def tiny_model() -> torch.nn.Module:
-    return build_model("conv2", SPEC.num_classes, SPEC.channels, SPEC.mean, SPEC.std, SPEC.image_size)
-
-
-def tiny_data(seed: int = 0) -> DataSplits:
-    generator = torch.Generator().manual_seed(seed)
-
-    def split(n: int) -> Split:
-        labels = torch.randint(0, 3, (n,), generator=generator)
-        images = (labels[:, None, None, None] * 80 + torch.randint(0, 60, (n, 1, 8, 8), generator=generator)).to(torch.uint8)
-        return Split(images, labels)
-
-    return DataSplits(SPEC, split(96), split(48), split(48), "memory")
-
-
-def write_tickets(folder: Path, count: int, rate: float = 0.2, seed: int = 0) -> list[Path]:
-    """Tickets in the original layout: round 0 dense, later rounds weight_orig + weight_mask at 0.8^k density."""
-    torch.manual_seed(seed)
-    reference = tiny_model()
-    names = [k for k in reference.state_dict() if k.endswith(".weight") and reference.state_dict()[k].dim() == 4]
-    paths = []
-    for round_index in range(count):
-        # trained weights differ per round; the normalisation buffers (the data set's mean and std) never do
-        weights = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() and not k.startswith("normalize.") else v
-                   for k, v in reference.state_dict().items()}
-        total = sum(weights[n].numel() for n in names)
-        masks = {} if round_index == 0 else magnitude_masks(weights, names, round(total * (1 - rate) ** round_index))
-        path = folder / f"{round_index}model_SA_best.pth.tar"
-        atomic_save({"state": round_index, "state_dict": join_pruned_state(weights, masks), "best_sa": 0.0}, path)
-        paths.append(path)
-    return paths
-
-
-def make_store(folder: Path, count: int = 4) -> TicketStore:
-    write_tickets(folder, count)
-    return TicketStore(ticket_files(folder), tiny_model().state_dict(), "conv2 on tiny")
+from helpers import make_store, tiny_data, tiny_model, write_tickets
 
 
 class ScoringStub:
@@ -318,7 +281,7 @@ def test_each_method_end_to_end_and_results_accumulate(tiny_pool, tmp_path):
                 assert record["ema_value"] == 0.95 and record["coefficients"] is None
     fields = {**settings_for("liner_inter").identity(), **settings_for("liner_inter").bn_fields()}
     run_linear_paths(store, evaluator, fields, results, log=lambda m: None)
-    results.write_plots("tiny")
+    plot_pool_results(results, "tiny")
     again = PoolResultsFile(out)  # a later run reads what earlier ones wrote
     assert {r["method"] for r in again.records} == {"ticket", "Lottery_pools", "interpolate_swa", "interpolate_ema"}
     assert len(again.records) == 16

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import script_env
-from test_pools import write_tickets
+from helpers import write_tickets
 
 SCRIPT = Path(__file__).resolve().parents[1] / "CIFAR" / "Lottery_pools.py"
 
@@ -44,6 +44,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_inference_without_checkpoint_in_a_real_process():
     assert_one_line_error(run_script("--inference", "--dataset", "fashionmnist", "--arch", "conv2"),
                           "--inference needs --checkpoint")

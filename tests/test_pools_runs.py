@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_script_main
+from helpers import load_script_main
 from helpers import REPO
-from lotterypools import pool_results
-from lotterypools.experiment import PoolSearch, PoolSettings, evaluate_tickets, run_pool_method
-from lotterypools.pool_cli import build_evaluator
-from lotterypools.pool_results import PoolResultsFile
-from test_pools import make_store, tiny_data, tiny_model
+from lotterypools.pools import results as pool_results
+from lotterypools.pools.run import PoolSearch, PoolSettings, evaluate_tickets, run_pool_method
+from lotterypools.cli.pools import build_evaluator
+from lotterypools.pools.results import PoolResultsFile
+from helpers import make_store, tiny_data, tiny_model
 
 SCRIPT = REPO / "CIFAR" / "Lottery_pools.py"
 
@@ -55,6 +55,7 @@ def run_main(capsys, args: list[str]) -> tuple[int, str, str]:
 
 
 # ----------------------------------------------------------------------------- resume after a kill
+@pytest.mark.slow
 def test_killed_run_resumes_with_only_the_missing_targets_and_equals_an_uninterrupted_run(cli_run, tmp_path, capsys,
                                                                                           monkeypatch):
     code, out, _ = run_main(capsys, pool_args(cli_run, tmp_path / "whole"))
@@ -93,6 +94,7 @@ def test_killed_run_resumes_with_only_the_missing_targets_and_equals_an_uninterr
 
 
 # ----------------------------------------------------------------------------- shared folders
+@pytest.mark.slow
 def test_two_runs_started_together_in_one_folder_keep_both_methods(cli_run, tmp_path):
     out = tmp_path / "shared"
     processes = [subprocess.Popen([sys.executable, str(SCRIPT), *pool_args(cli_run, out, "--interpolate_method", m)],
@@ -108,8 +110,9 @@ def test_two_runs_started_together_in_one_folder_keep_both_methods(cli_run, tmp_
     assert not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_concurrent_commits_under_the_lock_lose_nothing(tmp_path):
-    code = ("import sys; from lotterypools.pool_results import PoolResultsFile\n"
+    code = ("import sys; from lotterypools.pools.results import PoolResultsFile\n"
             "f = PoolResultsFile(sys.argv[1])\n"
             "for i in range(25):\n"
             "    f.commit([{'method': sys.argv[2], 'target_round': i, 'density': 1.0, 'test_acc': float(i)}])\n")
@@ -142,6 +145,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_same_records_as_one(cli_run, tmp_path, capsys):
     # a full BN pass with fresh augmentation per trial: the draws depend on the trial, not on the process
     full_bn = ["--bn_batches", "0"]
@@ -162,27 +166,31 @@ def assert_one_line(code: int, err: str, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_targets_naming_a_missing_round(cli_run, tmp_path, capsys):
     code, _, err = run_main(capsys, pool_args(cli_run, tmp_path / "out", "--targets", "1", "7"))
     assert_one_line(code, err, "--targets 7", "holds no such round", "0-1")
     assert not (tmp_path / "out" / "pools_results.json").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_results_folder_is_refused_before_any_work(cli_run, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    monkeypatch.setattr("lotterypools.cli_setup.load_data", lambda args: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr("lotterypools.cli.setup.load_data", lambda args: pytest.fail("data loaded before the check"))
     code, _, err = run_main(capsys, pool_args(cli_run, blocker / "results"))
     assert_one_line(code, err, "--save_dir", "a_file")
     code, _, err = run_main(capsys, pool_args(cli_run, blocker))
     assert_one_line(code, err, "--save_dir", "is an existing file")
 
 
+@pytest.mark.slow
 def test_negative_bn_batches(cli_run, tmp_path, capsys):
     code, _, err = run_main(capsys, pool_args(cli_run, tmp_path / "out", "--bn_batches", "-3"))
     assert_one_line(code, err, "--bn_batches -3")
 
 
+@pytest.mark.slow
 def test_full_disk_while_writing_keeps_the_earlier_records(cli_run, tmp_path, capsys, monkeypatch):
     writes = []
     real_write = pool_results.write_json
@@ -203,8 +211,8 @@ def test_full_disk_while_writing_keeps_the_earlier_records(cli_run, tmp_path, ca
 
 # ----------------------------------------------------------------------------- layers
 def test_the_search_masks_training_and_imp_import_no_plotting():
-    code = ("import sys\nimport lotterypools.pools, lotterypools.imp, lotterypools.masks, lotterypools.training\n"
-            "import lotterypools.experiment, lotterypools.pool_cli, lotterypools.aggregate, lotterypools.analysis\n"
+    code = ("import sys\nimport lotterypools.pools.search, lotterypools.tickets.imp, lotterypools.training.masks, lotterypools.training.loop\n"
+            "import lotterypools.pools.run, lotterypools.cli.pools, lotterypools.analysis.aggregate, lotterypools.analysis.ensembles\n"
             "print(sorted(m for m in sys.modules if m.startswith('matplotlib')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=script_env(), timeout=120)
     assert result.returncode == 0, result.stderr

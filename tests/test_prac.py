@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from lotterypools.data import BatchSource, Split
-from lotterypools.errors import UserError
-from lotterypools.masks import masks_of, prune_globally
-from lotterypools.prac import (NEVER_LEARNED, MaskDistanceStop, candidate_mask, critical_for_pruning,
+from lotterypools.data.datasets import BatchSource, Split
+from lotterypools.core.errors import UserError
+from lotterypools.training.masks import masks_of, prune_globally
+from lotterypools.tickets.prac import (NEVER_LEARNED, MaskDistanceStop, candidate_mask, critical_for_pruning,
                                critical_for_training, forgetting_counts, mask_distance, next_subset,
                                read_split_file, remaining_weights, scaled_schedule, validate_prac_settings)
 

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_script_main
+from helpers import load_script_main
 from helpers import (CPU, IDX_STEMS, REPO, labelled_images, script_env, state_of, tiny_config, tiny_model_factory,
                      tiny_splits, write_idx)
-from lotterypools.data import DataSplits, Split
-from lotterypools.errors import UserError
-from lotterypools.imp import IMPRun
-from lotterypools.masks import density
-from lotterypools.prac import NEVER_LEARNED
-from lotterypools.prac_imp import PrACRun, PrACSettings, sets_file
-from lotterypools.tickets import read_ticket
+from lotterypools.data.datasets import DataSplits, Split
+from lotterypools.core.errors import UserError
+from lotterypools.tickets.imp import IMPRun
+from lotterypools.training.masks import density
+from lotterypools.tickets.prac import NEVER_LEARNED
+from lotterypools.tickets.prac_imp import PrACRun, PrACSettings, sets_file
+from lotterypools.pools.store import read_ticket
 
 PRAC_KEYS = ("sequence", "prediction", "remain_para", "distance_queue", "last_mask", "start_record")
 
@@ -80,7 +80,7 @@ def test_checkpoints_carry_the_original_prac_keys(finished):
 
 def test_next_set_is_this_rounds_forgotten_samples_plus_disagreements(finished):
     checkpoint = torch.load(finished / "1checkpoint.pth.tar", map_location="cpu", weights_only=True)
-    from lotterypools.prac import critical_for_training, forgetting_counts
+    from lotterypools.tickets.prac import critical_for_training, forgetting_counts
 
     cet = critical_for_training(forgetting_counts(checkpoint["prediction"]), "zero_out", 0)
     following = torch.load(finished / "2checkpoint.pth.tar", map_location="cpu", weights_only=True)["sequence"]
@@ -153,6 +153,7 @@ def prac_cli_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_prac_script_writes_three_rounds_of_shrinking_sets(prac_cli_run):
     summary = json.loads((prac_cli_run / "summary.json").read_text())
     assert [r["density"] for r in summary] == pytest.approx([1.0, 0.8, 0.64], abs=0.005)
@@ -161,6 +162,7 @@ def test_prac_script_writes_three_rounds_of_shrinking_sets(prac_cli_run):
     assert (prac_cli_run / "epoch_1_rewind_weight.pt").exists()  # --rewind_epoch 0: the weights after one epoch
 
 
+@pytest.mark.slow
 def test_main_train_and_lottery_pools_run_on_the_prac_folder(prac_cli_run, tmp_path):
     data = prac_cli_run.parent / "data"
     common = ["--data", str(data), "--dataset", "fashionmnist", "--arch", "conv2", "--device", "cpu", "--no_download"]

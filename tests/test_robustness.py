@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from lotterypools.analysis import (check_same_architecture, ensemble_study, output_ensemble, pair_average,
+from lotterypools.analysis.ensembles import (check_same_architecture, ensemble_study, output_ensemble, pair_average,
                                    pairwise_average_matrix, probabilities)
-from lotterypools.calibration import (brier_score, disagreement, disagreement_matrix, expected_calibration_error,
+from lotterypools.analysis.calibration import (brier_score, disagreement, disagreement_matrix, expected_calibration_error,
                                       negative_log_likelihood, prediction_metrics)
-from lotterypools.checkpoints import ticket_files
-from lotterypools.corruptions import CORRUPTIONS, CorruptedSet, check_severities, corrupt, write_corrupted_set
-from lotterypools.data import BatchSource
-from lotterypools.errors import UserError
-from lotterypools.experiment import PoolSettings, evaluate_tickets, run_pool_method
-from lotterypools.masks import density
+from lotterypools.formats.original import ticket_files
+from lotterypools.data.corruptions import CORRUPTIONS, CorruptedSet, check_severities, corrupt, write_corrupted_set
+from lotterypools.data.datasets import BatchSource
+from lotterypools.core.errors import UserError
+from lotterypools.pools.run import PoolSettings, evaluate_tickets, run_pool_method
+from lotterypools.training.masks import density
 from lotterypools.models import build_model
-from lotterypools.ood import OODBenchmark
-from lotterypools.pool_cli import build_evaluator
-from lotterypools.tickets import read_ticket
-from test_pools import SPEC, make_store, tiny_data, tiny_model
+from lotterypools.analysis.ood import OODBenchmark
+from lotterypools.cli.pools import build_evaluator
+from lotterypools.pools.store import read_ticket
+from helpers import POOL_SPEC as SPEC, make_store, tiny_data, tiny_model
 
 CPU = torch.device("cpu")
 

@@ -8,10 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import load_script_main
-from lotterypools.checkpoints import ticket_files
-from lotterypools.masks import density
-from lotterypools.tickets import read_ticket
+from helpers import load_script_main
+from lotterypools.formats.original import ticket_files
+from lotterypools.training.masks import density
+from lotterypools.pools.store import read_ticket
+
+pytestmark = pytest.mark.slow  # every test here runs the scripts end to end
 
 
 @pytest.fixture(scope="module")

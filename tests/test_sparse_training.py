@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from lotterypools.errors import UserError
+from lotterypools.core.errors import UserError
 from lotterypools.models import build_model
-from lotterypools.sparse_training import (MaskedWeights, MaskUpdater, SparseConfig, death_rate_at, erk_densities,
+from lotterypools.training.sparse import (MaskedWeights, MaskUpdater, SparseConfig, death_rate_at, erk_densities,
                                           exact_counts, global_magnitude_masks, initial_masks, layer_densities,
                                           sparse_weight_names)
-from lotterypools.training import Step
+from lotterypools.training.loop import Step
 
 
 class SmallNet(nn.Module):

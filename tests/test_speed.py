@@ -8,12 +8,12 @@ import time
 import pytest
 import torch
 
-from lotterypools.data import BatchSource, DataSplits, DatasetSpec, Split, augment_batch
-from lotterypools.errors import UserError
-from lotterypools.imp import IMPConfig, IMPRun
-from lotterypools.loaders import pil_source
+from lotterypools.data.datasets import BatchSource, DataSplits, DatasetSpec, Split, augment_batch
+from lotterypools.core.errors import UserError
+from lotterypools.tickets.imp import IMPConfig, IMPRun
+from lotterypools.data.loaders import pil_source
 from lotterypools.models import build_model
-from lotterypools.training import prepare_model
+from lotterypools.training.loop import prepare_model
 
 CROP_SPEC = DatasetSpec("crop", 3, 3, 8, (0.5,) * 3, (0.25,) * 3, 8, crop_padding=2, flip=False)
 FLIP_SPEC = DatasetSpec("flip", 3, 3, 8, (0.5,) * 3, (0.25,) * 3, 8, crop_padding=0, flip=True)

@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from lotterypools.data import BatchSource, Split
-from lotterypools.training import CorrectnessRecorder, TrainingHook, build_optimizer, train_one_epoch
+from lotterypools.data.datasets import BatchSource, Split
+from lotterypools.training.loop import CorrectnessRecorder, TrainingHook, build_optimizer, train_one_epoch
 
 CPU = torch.device("cpu")
 

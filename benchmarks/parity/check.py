@@ -36,7 +36,7 @@ def _model(entry: dict):
 
 def check_erk(entry: dict) -> list[str]:
     """Our per-layer ERK densities and exact counts against the official densities (and the layer shapes)."""
-    from lotterypools.sparse_training import SparseConfig, erk_densities, initial_masks, sparse_weight_names
+    from lotterypools.training.sparse import SparseConfig, erk_densities, initial_masks, sparse_weight_names
 
     model = _model(entry)
     params = dict(model.named_parameters())
@@ -58,9 +58,9 @@ def check_mask_update(entry: dict) -> list[str]:
     reference's active counts: per layer, what dies, what is active after, what a dense layer zeroes."""
     import torch
 
-    from lotterypools.commands import main_dst
-    from lotterypools.commands.freetickets_common import sparse_config
-    from lotterypools.sparse_training import MaskedWeights, MaskUpdater
+    from lotterypools.cli.commands import main_dst
+    from lotterypools.cli.freetickets import sparse_config
+    from lotterypools.training.sparse import MaskedWeights, MaskUpdater
 
     torch.manual_seed(0)
     model = _model(entry)
@@ -97,11 +97,11 @@ def check_dst_run(entry: dict) -> list[str]:
     """A short DST run under the verbatim flags: the steps that update masks and the death rate of each."""
     import torch
 
-    from lotterypools.commands import main_dst
-    from lotterypools.commands.freetickets_common import sparse_config
+    from lotterypools.cli.commands import main_dst
+    from lotterypools.cli.freetickets import sparse_config
     from lotterypools.models import build_model
-    from lotterypools.sparse_training import MaskedWeights, MaskUpdater, initial_masks
-    from lotterypools.training import Step
+    from lotterypools.training.sparse import MaskedWeights, MaskUpdater, initial_masks
+    from lotterypools.training.loop import Step
 
     config = sparse_config(main_dst.build_parser().parse_args(README_DST), "DST")
     config.update_frequency, config.density = entry["update_frequency"], 0.2
@@ -125,9 +125,9 @@ def check_dst_run(entry: dict) -> list[str]:
 
 def check_schedules(reference: dict) -> list[str]:
     """EDST (lr, large deaths, tickets per epoch), DST with --multiplier and the ImageNet schedule."""
-    from lotterypools.commands import main_dst
-    from lotterypools.commands.freetickets_common import training_plan
-    from lotterypools.freetickets import edst_plan, imagenet_plan
+    from lotterypools.cli.commands import main_dst
+    from lotterypools.cli.freetickets import training_plan
+    from lotterypools.tickets.freetickets import edst_plan, imagenet_plan
 
     problems = []
     for entry in reference["edst"]:
@@ -157,8 +157,8 @@ def check_schedules(reference: dict) -> list[str]:
 
 def check_defaults_and_pipelines(reference: dict) -> list[str]:
     """The FreeTickets scripts' flag defaults and CIFAR pipelines."""
-    from lotterypools.commands import main_dst
-    from lotterypools.data import freetickets_spec
+    from lotterypools.cli.commands import main_dst
+    from lotterypools.data.datasets import freetickets_spec
 
     args = vars(main_dst.build_parser().parse_args([]))
     problems = [f"default --{k.replace('_', '-')} {args[k]!r}, the official {v!r}" for k, v in reference["flag_defaults"].items()

@@ -121,7 +121,7 @@ def official_dst_run(update_frequency: int, steps: int, death_rate: float) -> li
 
 def shapes_of(arch: str, classes: int, channels: int, side: int) -> dict[str, list[int]]:
     from lotterypools.models import build_model
-    from lotterypools.sparse_training import sparse_weight_names
+    from lotterypools.training.sparse import sparse_weight_names
 
     model = build_model(arch, classes, channels, (0.5,) * channels, (0.5,) * channels, side)
     params = dict(model.named_parameters())

@@ -7,15 +7,15 @@ them (resumably, several at once if asked) and :mod:`.report` writes the tables 
 from __future__ import annotations
 
 
-from ..console import log
-from ..pool_results import JSON_NAME
+from ..core.console import log
+from ..pools.results import JSON_NAME
 from .plan import Job, ensemble_folder, groups, plan_jobs, pools_folder
 from .spec import ExperimentSpec
 
 
 def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
     """Write ``report/<group>/`` for every results group whose seeds have results; returns the summaries."""
-    from ..aggregate import read_run_folder
+    from ..analysis.aggregate import read_run_folder
     from .report import add_reference, write_report
 
     summaries = {}

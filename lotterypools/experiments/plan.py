@@ -15,7 +15,6 @@ skips finished work and completes the unfinished job.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shlex
 import sys
@@ -23,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .spec import ExperimentSpec
 
-IMP_MODULE = "lotterypools.commands.main_imp"
-POOLS_MODULE = "lotterypools.commands.lottery_pools"
-ANALYZE_MODULE = "lotterypools.commands.analyze_tickets"
+ParserFor = Callable[[str], argparse.ArgumentParser]  # a command module's name -> its parser (given by the cli layer)
+
+IMP_MODULE = "lotterypools.cli.commands.main_imp"
+POOLS_MODULE = "lotterypools.cli.commands.lottery_pools"
+ANALYZE_MODULE = "lotterypools.cli.commands.analyze_tickets"
 
 
 @dataclass(frozen=True)
@@ -119,14 +120,14 @@ def _ensemble_job(spec: ExperimentSpec, seed: int) -> Job:
                finished=lambda: (folder / "ensemble_results.json").exists())
 
 
-def pruning_times(spec: ExperimentSpec) -> int:
+def pruning_times(spec: ExperimentSpec, parser_for: ParserFor) -> int:
     """The number of IMP networks per seed, as main_imp.py will read it (its own default when the spec is silent)."""
-    return int(_parse(IMP_MODULE, _imp_job(spec, spec.seeds[0], 0).args, "[imp]").pruning_times)
+    return int(_parse(parser_for(IMP_MODULE), _imp_job(spec, spec.seeds[0], 0).args, f"{spec.source} [imp]").pruning_times)
 
 
-def plan_jobs(spec: ExperimentSpec) -> list[Job]:
+def plan_jobs(spec: ExperimentSpec, parser_for: ParserFor) -> list[Job]:
     """Every job of the experiment, seed by seed: IMP, then its pool methods and the ensemble reference."""
-    rounds = pruning_times(spec)
+    rounds = pruning_times(spec, parser_for)
     jobs: list[Job] = []
     for seed in spec.seeds:
         jobs.append(_imp_job(spec, seed, rounds))
@@ -144,8 +145,7 @@ def _raising_error(message: str) -> None:
     raise _ParserError(message)
 
 
-def _parse(module: str, args: tuple[str, ...], where: str) -> argparse.Namespace:
-    parser = importlib.import_module(module).build_parser()
+def _parse(parser: argparse.ArgumentParser, args: tuple[str, ...], where: str) -> argparse.Namespace:
     parser.error = _raising_error  # one line for the spec's author instead of argparse's usage text and exit
     for action in parser._subparsers._group_actions if parser._subparsers else []:
         for sub in getattr(action, "choices", {}).values():
@@ -156,11 +156,11 @@ def _parse(module: str, args: tuple[str, ...], where: str) -> argparse.Namespace
         raise UserError(f"{where}: {error}: fix the key in the spec (keys are the script's flags without --)") from None
 
 
-def check_jobs(jobs: list[Job], spec: ExperimentSpec) -> None:
+def check_jobs(jobs: list[Job], spec: ExperimentSpec, parser_for: ParserFor) -> None:
     """Run every job's arguments through its script's parser, so a bad key or value stops before any work."""
     for job in jobs:
         where = f"{spec.source} ({job.name}, {job.module.rsplit('.', 1)[-1]}.py)"
-        _parse(job.module, job.args, where)
+        _parse(parser_for(job.module), job.args, where)
 
 
 def python_executable() -> str:

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..aggregate import RunFolder, aggregate, csv_rows, gain_markdown, markdown_table, method_rank
-from ..errors import UserError
-from ..pool_results import METHOD_LABELS, method_label
-from ..results import atomic_write_text, write_csv, write_json
+from ..analysis.aggregate import RunFolder, aggregate, csv_rows, gain_markdown, markdown_table, method_rank
+from ..core.errors import UserError
+from ..pools.results import METHOD_LABELS, method_label
+from ..core.records import atomic_write_text, write_csv, write_json
 
 ENSEMBLE_METHOD = "imp_ensemble"
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashionmnist": "Fashion-MNIST", "mnist": "MNIST",
@@ -76,7 +76,7 @@ def _sorted_tables(summary: dict) -> None:
 def write_report(runs: Sequence[RunFolder], out: Path, title: str | None = None, digits: int = 2,
                  test_size: int | None = None) -> dict:
     """Aggregate ``runs`` and write table/gain (.md/.csv/.tex), aggregate.json and the two figures into ``out``."""
-    from ..plots import plot_gain_intervals, plot_mean_std_vs_density
+    from ..analysis.plots import plot_gain_intervals, plot_mean_std_vs_density
 
     summary = aggregate(runs, test_size)
     _sorted_tables(summary)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..console import log
-from ..errors import UserError
-from ..results import write_json
+from ..core.console import log
+from ..core.errors import UserError
+from ..core.records import write_json
 from .plan import Job, python_executable
 
 STATE_NAME = "finished_jobs.json"

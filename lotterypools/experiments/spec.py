@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 from . import cifar_resnet, conv, freetickets_models, imagenet_resnet, vgg, wide_resnet
 
 CIFAR_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {

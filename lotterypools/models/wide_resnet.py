@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .normalize import NormalizeByChannelMeanStd
 
 NAME = re.compile(r"^wrn-(\d+)-(\d+)$")

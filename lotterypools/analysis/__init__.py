@@ -1,0 +1,1 @@
+"""Analyses of tickets: ensembles, calibration, OOD accuracy, seed aggregation, and every plot."""

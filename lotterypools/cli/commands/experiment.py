@@ -1,0 +1,72 @@
+r"""Run a whole comparison from one spec file: IMP for each seed, every pool method on every seed's tickets, the
+IMP output-ensemble reference, then the tables and figures over the seeds.
+
+Examples (from the repository root):
+    python experiments/run.py experiments/quickstart.toml
+    python experiments/run.py experiments/fmnist_conv4_low_density.toml --jobs 3
+    python experiments/run.py experiments/fmnist_conv4_low_density.toml --print_commands   # for a cluster scheduler
+
+Rerunning the same command continues where it stopped: each job is one script run that continues by the
+script's own resume rule, and finished jobs are skipped. Outputs go to the spec's output folder (imp/, pools/,
+ensemble/, report/, logs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from ...core.errors import RERUN_CONTINUES, UserError, cli_entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="the experiment's TOML spec (see experiments/*.toml)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="independent jobs (seeds, pool methods) run at once (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per job (OMP_NUM_THREADS; default: 1 when --jobs > 1, else torch's own)")
+    parser.add_argument("--print_commands", action="store_true",
+                        help="print every job's command line (one per line, in an order that respects their "
+                             "dependencies) and exit, e.g. to submit them to a cluster scheduler")
+    parser.add_argument("--report_only", action="store_true",
+                        help="only write the report from the results already there")
+    return parser
+
+
+def command_parser(module: str) -> argparse.ArgumentParser:
+    """The parser of a job's command module (the experiment checks every job's flags with it before any work)."""
+    return importlib.import_module(module).build_parser()
+
+
+@cli_entry(interrupted=RERUN_CONTINUES)
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs} must be at least 1 (the number of jobs run at once)")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads} must be at least 1 (CPU threads per job)")
+    from ...core.console import log
+    from ...experiments import plan_jobs, report_experiment
+    from ...experiments.plan import check_jobs, python_executable
+    from ...experiments.runner import run_jobs
+    from ...experiments.spec import read_spec
+    from ...core.files import check_writable_folder
+
+    spec = read_spec(args.spec)
+    jobs = plan_jobs(spec, command_parser)
+    check_jobs(jobs, spec, command_parser)
+    if args.print_commands:
+        for job in jobs:
+            print(("# after " + ", ".join(job.after) + "\n" if job.after else "") + job.shell_line(python_executable()))
+        return
+    check_writable_folder(spec.output, f"[experiment].output of {args.spec}")
+    if not args.report_only:
+        log(f"experiment {spec.name}: {len(jobs)} jobs over seeds {list(spec.seeds)} into {spec.output}")
+        threads = args.threads or (1 if args.jobs > 1 else None)
+        run_jobs(jobs, spec.output / "logs", args.jobs, threads)
+    report_experiment(spec)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+r"""EDST on ImageNet (FreeTickets' ImageNet/main.py), one or many processes (torch.distributed, nccl or gloo).
+
+Example (the FreeTickets README, from ImageNet/):
+    python multiproc.py --nproc_per_node 2 main.py --sparse_init ERK --multiplier 1 --growth gradient \
+        --seed 17 --master_port 4545 -j5 -p 500 --arch resnet50 -c fanin --update_frequency 4000 \
+        --label-smoothing 0.1 -b 64 --lr 0.1 --warmup 5 --epochs 310 --density 0.2 ../data/
+Exploration for --epochs-explo epochs (warm-up, then lr /10 at 30%, 60%, 90% of it), then refine phases of
+--epochs-refine epochs, each starting with a large death (lr/10, then /100 and /1000): with the defaults the
+original's boundaries 100/170/240 and four tickets save/checkpoint-{0..3}.pth.tar, each the phase's best
+epoch on a held-out part of train/ (the original chose on val/, its test set). -b is the batch per process.
+Rerunning the same command continues after the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..flags import add_imagenet_arguments
+from ...core.errors import UserError, cli_entry
+from ..freetickets import add_sparse_arguments, sparse_config
+
+# The original's ImageNet --arch names -> the registry's ImageNet ResNets.
+ARCH_ALIASES = {"resnet18": "imagenet_resnet_18", "resnet34": "imagenet_resnet_34", "resnet50": "imagenet_resnet_50"}
+INIT_CONFIGS = ("classic", "fanin")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_imagenet_arguments(parser, default_seed=17)
+    parser.add_argument("--save_dir", default="save",
+                        help="folder for the tickets checkpoint-<k>.pth.tar (default save, as the original)")
+    train = parser.add_argument_group("training (the original ImageNet/main.py's flags)")
+    train.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
+                       help="batch size per process (default 64)")
+    train.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=1e-4,
+                       help="weight decay, not applied to BN parameters and biases (default 1e-4)")
+    train.add_argument("--epochs", type=int, default=310, help="total epochs (default 310)")
+    train.add_argument("--warmup", type=int, default=5, help="epochs of linear learning-rate warm-up (default 5)")
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the loss (default 0)")
+    train.add_argument("--multiplier", type=int, default=1, help="multiplies every epoch count (default 1)")
+    train.add_argument("-c", "--model-config", default="classic",
+                       help="classic: the model's own initialisation; fanin: Kaiming-normal (fan-in) conv and linear weights (default classic)")
+    train.add_argument("--epochs-explo", type=int, default=100, help="epochs of the exploration phase (default 100)")
+    train.add_argument("--epochs-refine", type=int, default=70, help="epochs of each refine phase (default 70)")
+    add_sparse_arguments(parser)
+    return parser
+
+
+@cli_entry
+def main(argv=None) -> list[dict]:
+    args = build_parser().parse_args(argv)
+    if args.model_config not in INIT_CONFIGS:
+        raise UserError(f"unknown -c/--model-config {args.model_config!r}: choose one of {', '.join(INIT_CONFIGS)}")
+    if args.batch_size < 1 or args.multiplier < 1:
+        raise UserError("-b and --multiplier must be at least 1")
+    from pathlib import Path
+
+    from ...training.distributed import close_distributed
+    from ...core.files import check_writable_folder
+    from ...tickets.freetickets import DataFeeds, FreeTicketsRun, RunConfig, imagenet_plan
+    from ..imagenet import imagenet_model_factory, load_imagefolder_data, start_processes
+    from ...training.sources import ShardedEvaluator, ShardedTrainData
+    from ...core.console import log
+    from ...core.records import format_table
+
+    config = sparse_config(args, "ImageNet")
+    m = args.multiplier
+    plan = imagenet_plan(args.epochs * m, args.epochs_explo * m, args.epochs_refine * m, args.lr, args.warmup * m)
+    args.arch = ARCH_ALIASES.get(args.arch, args.arch)
+    check_writable_folder(Path(args.save_dir), "--save_dir")
+    context = start_processes(args)
+    data = load_imagefolder_data(args, context)
+    factory = initialised(imagenet_model_factory(args, data.num_classes), args.model_config)
+    train = ShardedTrainData(data.train, args.batch_size * context.world_size, args.workers, context, args.seed)
+    feeds = DataFeeds(train=lambda epoch: train.batches(0, epoch), steps=len(train.batches(0, 0)),
+                      evaluate=ShardedEvaluator(data, context, args.workers, args.amp))
+    run_config = RunConfig(method="EDST-ImageNet", model=args.arch, data="imagenet", seed=args.seed,
+                           batch_size=args.batch_size * context.world_size, lr=args.lr, momentum=args.momentum,
+                           l2=args.weight_decay, sparse=True, sparse_config=config,
+                           label_smoothing=args.label_smoothing, norm_weight_decay=False)
+    if context.is_main:
+        log(f"EDST on {len(data.train)} train / {len(data.val)} held-out / {len(data.test)} test images; {args.arch} on "
+            f"{context.world_size} process(es), {context.device}; density {config.density:g}; {plan.epochs} epochs, "
+            f"{len(plan.phases)} tickets into {args.save_dir}")
+    run = FreeTicketsRun(run_config, plan, factory, feeds, context.device, Path(args.save_dir), name="imagenet",
+                         is_main=context.is_main, wrap=data_parallel(context))
+    records = run.run()
+    if context.is_main:
+        log(format_table(records, ["ticket", "epoch", "density", "val_acc", "test_acc"]))
+    close_distributed(context)
+    return records
+
+
+def initialised(factory, model_config: str):
+    """``factory`` whose conv and linear weights are re-drawn Kaiming-normal (fan-in) for ``-c fanin``."""
+    if model_config == "classic":
+        return factory
+    from torch import nn
+
+    def build():
+        model = factory()
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        return model
+
+    return build
+
+
+def data_parallel(context):
+    """DistributedDataParallel around the model when there are several processes (gradients averaged
+    before the mask updater reads them), else the model itself."""
+    if not context.active:
+        return lambda model: model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return lambda model: DistributedDataParallel(model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Start a script once per device, as the original multiproc.py, with PyTorch's own launcher (torch.distributed.run).
+
+Every process gets --local_rank (and torchrun's RANK/WORLD_SIZE/MASTER_* environment). If one process fails
+or is killed, the others are stopped and this launcher exits with a non-zero code. Example:
+    python multiproc.py --nproc_per_node 2 Lottery_pools.py --save_dir $save_dir $data --master_port 8020 ...
+A --master_port given only among the script's arguments (as in the original README) is used by the launcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import socket
+import sys
+
+from ...core.errors import UserError, cli_entry
+
+THIS_MODULE = "lotterypools.cli.commands.multiproc"
+CHILD_FLAG = "--run_script_as_child"
+DEFAULT_PORT = 29500
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nnodes", type=int, default=1, help="number of machines (default 1)")
+    parser.add_argument("--node_rank", type=int, default=0, help="this machine's index, 0..nnodes-1 (default 0)")
+    parser.add_argument("--nproc_per_node", type=int, default=1,
+                        help="processes on this machine, one per GPU (default 1)")
+    parser.add_argument("--master_addr", default="127.0.0.1",
+                        help="address of the machine with node_rank 0 (default 127.0.0.1)")
+    parser.add_argument("--master_port", type=int, default=None,
+                        help=f"free TCP port on that machine (default: the script's --master_port, else {DEFAULT_PORT})")
+    parser.add_argument("script", help="the training script, e.g. Lottery_pools.py or main_imp.py")
+    parser.add_argument("script_args", nargs=argparse.REMAINDER, help="the script's own arguments")
+    return parser
+
+
+def port_in_script_args(script_args: list[str]) -> int | None:
+    """The value of a ``--master_port`` among the script's arguments, if any."""
+    for index, arg in enumerate(script_args):
+        value = arg.split("=", 1)[1] if arg.startswith("--master_port=") else \
+            script_args[index + 1] if arg == "--master_port" and index + 1 < len(script_args) else None
+        if value is not None:
+            if not value.isdigit():
+                raise UserError(f"--master_port {value!r} is not a port number; give an integer such as 8020")
+            return int(value)
+    return None
+
+
+def check_port_free(port: int) -> None:
+    """One-line error when the rendezvous port is taken on this machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError:
+            raise UserError(f"port {port} is already in use on this machine: pass another --master_port "
+                            f"(or stop the run holding it)") from None
+
+
+def check_devices(nproc: int, script_args: list[str]) -> None:
+    """One-line error when nccl would need more GPUs than this machine has."""
+    import torch
+
+    on_cpu = "--device" in script_args and script_args[script_args.index("--device") + 1:][:1] == ["cpu"]
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible and not on_cpu and nproc > visible:
+        raise UserError(f"--nproc_per_node {nproc} is more than the {visible} GPUs here (nccl needs one each): "
+                        f"lower it to {visible}, or add --device cpu to the script's arguments for gloo")
+
+
+def torchrun_arguments(args: argparse.Namespace, port: int) -> list[str]:
+    """torch.distributed.run's command line: this module again (``python -m``), in child mode, runs the script."""
+    return ["--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank),
+            "--nproc_per_node", str(args.nproc_per_node), "--master_addr", args.master_addr,
+            "--master_port", str(port), "--max_restarts", "0",
+            "--module", THIS_MODULE, CHILD_FLAG, os.path.abspath(args.script), *args.script_args]
+
+
+def run_child(script: str, script_args: list[str]) -> None:
+    """In a launched process: run ``script`` as __main__ with ``--local_rank`` appended, as the original did."""
+    sys.argv = [script, *script_args, f"--local_rank={os.environ.get('LOCAL_RANK', '0')}"]
+    sys.path.insert(0, os.path.dirname(script))
+    runpy.run_path(script, run_name="__main__")
+
+
+@cli_entry(interrupted="interrupted: the launched processes were stopped; see the script's own message for what it kept")
+def launch(argv: list[str]) -> None:
+    """Check the arguments, then start ``--nproc_per_node`` processes of the script with torch.distributed.run."""
+    args = build_parser().parse_args(argv)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    if not os.path.isfile(args.script):
+        raise UserError(f"script {args.script} does not exist; run from ImageNet/ or give its path")
+    if args.nproc_per_node < 1 or args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
+        raise UserError("--nproc_per_node and --nnodes must be at least 1 and --node_rank in 0..nnodes-1")
+    port = args.master_port or port_in_script_args(args.script_args) or DEFAULT_PORT
+    check_devices(args.nproc_per_node, args.script_args)
+    if args.node_rank == 0:
+        check_port_free(port)
+    try:
+        torchrun(torchrun_arguments(args, port))
+    except ChildFailedError as failure:
+        rank, first = failure.get_first_failure()
+        code = first.exitcode if first.exitcode > 0 else 128 - first.exitcode
+        print(f"error: {os.path.basename(args.script)} failed in process {rank} (exit code {first.exitcode}); "
+              f"the other processes were stopped", file=sys.stderr)
+        sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Launch the processes, or (in a launched process) run the script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) > 1 and argv[0] == CHILD_FLAG:
+        run_child(argv[1], argv[2:])
+    else:
+        launch(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Flags and the CIFAR driver shared by FreeTickets' main_DST.py, main_EDST.py, main_individual.py and main_PF.py.
+
+Flags keep the original spelling (``--sparse-init``, ``--death-rate``, ``--data cifar10`` naming the data set);
+``--data_dir`` says where data lives and ``--save_dir`` where tickets go. No torch import at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_EPOCHS = {"DST": 250, "individual": 250, "EDST": 320, "PF": 320}
+# Scripts whose original ran the CIFAR sparse-training core (sparselearning/core.py); the ImageNet script's
+# original core decays the death rate and masks momentum, so there ours is the default.
+ORIGINAL_CORE_METHODS = ("DST", "EDST", "PF", "individual")
+
+
+def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
+    """The original ``sparselearning.core.add_sparse_args`` flags, plus switches back to the original's behaviour."""
+    group = parser.add_argument_group("sparse training (sparselearning/core.py)")
+    group.add_argument("--sparse", action="store_true", help="train a sparse network (default: dense)")
+    group.add_argument("--fix", action="store_true", help="keep the initial mask fixed (no death and growth)")
+    group.add_argument("--sparse-init", "--sparse_init", default="ER",
+                       help="layer densities: ERK, ER, uniform (exact counts, random positions); pruning (global "
+                            "magnitude of the loaded weights, PF); resume (the loaded weights' non-zeros) (default ER)")
+    group.add_argument("--growth", default="random", help="gradient (largest dense gradient, RigL) or random (SET) (default random)")
+    group.add_argument("--death", default="magnitude", help="magnitude: remove the smallest active weights (default magnitude)")
+    group.add_argument("--redistribution", default="none",
+                       help="none: every layer regrows what it lost (the only mode; the original CIFAR code ignores this flag)")
+    group.add_argument("--death-rate", type=float, default=0.5, help="fraction of each layer's active weights replaced per update (default 0.5)")
+    group.add_argument("--large-death-rate", type=float, default=0.8,
+                       help="EDST: fraction replaced at the start of every refine phase after the first (default 0.8)")
+    group.add_argument("--PF-rate", type=float, default=None,
+                       help="PF: fraction pruned from the dense model; overrides --density as 1 - PF-rate (default: use --density)")
+    group.add_argument("--density", type=float, default=0.05, help="fraction of conv and linear weights kept (default 0.05)")
+    group.add_argument("--update-frequency", "--update_frequency", type=int, default=1000,
+                       help="optimiser steps between mask updates (default 1000)")
+    group.add_argument("--decay-schedule", default="cosine",
+                       help="death-rate decay over each phase with --decayed-death-rate: cosine (to 0.005), linear or "
+                            "constant (default cosine; the original CIFAR code computes it and never uses it)")
+    original = parser.add_argument_group(
+        "dynamic sparse training: the original's behaviour (default in the CIFAR scripts) or ours",
+        "A verbatim FreeTickets command trains as the official CIFAR code does: constant --death-rate, momentum "
+        "of masked weights left as it is, death and regrowth in layers ERK made dense. Each switch below gives "
+        "ours instead; --improved-dst gives all three.")
+    original.add_argument("--constant-death-rate", action="store_true", default=None,
+                          help="always remove --death-rate (the original's behaviour; default in the CIFAR scripts)")
+    original.add_argument("--decayed-death-rate", action="store_true", default=None,
+                          help="ours: the death rate follows --decay-schedule over each phase")
+    original.add_argument("--stale-momentum", action="store_true", default=None,
+                          help="leave momentum buffers of masked weights unmasked, so regrown weights inherit them "
+                               "(the original CIFAR code; default in the CIFAR scripts)")
+    original.add_argument("--clear-regrown-momentum", action="store_true", default=None,
+                          help="ours: zero the momentum of masked weights, so a regrown weight starts with none")
+    original.add_argument("--reset-dense-layers", action="store_true", default=None,
+                          help="apply death to layers ERK made dense, zeroing their smallest weights at every update "
+                               "(the original; default in the CIFAR scripts)")
+    original.add_argument("--keep-dense-layers", action="store_true", default=None,
+                          help="ours: death and growth leave the layers ERK made dense alone")
+    original.add_argument("--improved-dst", action="store_true",
+                          help="preset: --decayed-death-rate --clear-regrown-momentum --keep-dense-layers")
+
+
+# (original flag, our flag, SparseConfig field, the field's value under the original flag)
+DST_SWITCHES = (("--constant-death-rate", "--decayed-death-rate", "constant_death_rate", True),
+                ("--stale-momentum", "--clear-regrown-momentum", "stale_momentum", True),
+                ("--reset-dense-layers", "--keep-dense-layers", "reset_dense_layers", True))
+
+
+def dst_switches(args: argparse.Namespace, original_default: bool) -> dict[str, bool]:
+    """The three DST behaviours from the paired flags: the original's unless the other flag (or
+    ``--improved-dst``) asks for ours; ``original_default`` says which applies when neither is given."""
+    from ..errors import UserError
+
+    improved = getattr(args, "improved_dst", False)
+    dest = lambda flag: getattr(args, flag[2:].replace("-", "_"), None)
+    values = {}
+    for original_flag, our_flag, field, original_value in DST_SWITCHES:
+        wants_original, wants_ours = dest(original_flag), dest(our_flag) or improved
+        if wants_original and wants_ours:
+            raise UserError(f"{original_flag} and {our_flag if dest(our_flag) else '--improved-dst'} contradict "
+                            f"each other: give one of them")
+        use_original = bool(wants_original) or (not wants_ours and original_default)
+        values[field] = original_value if use_original else not original_value
+    return values
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, method: str) -> None:
+    """Optimiser, data, model and file flags of the CIFAR FreeTickets scripts."""
+    train = parser.add_argument_group("training")
+    train.add_argument("--model", default="wrn-28-10",
+                       help="any registry model: the original's wrn-28-10 (or wrn-D-W), vgg-c, vgg-d, vgg-like, alexnet-s, "
+                            "alexnet-b, lenet5, lenet300-100, MLPCIFAR10; or resnet20s, vgg16_bn, conv4, ... (default wrn-28-10)")
+    train.add_argument("--data", default="cifar10", help="data set: cifar10, cifar100, fashionmnist or mnist (default cifar10)")
+    train.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
+    train.add_argument("--test-batch-size", type=int, default=100, help="evaluation batch size (default 100)")
+    train.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS[method],
+                       help=f"training epochs (default {DEFAULT_EPOCHS[method]})")
+    if method in ("DST", "individual"):
+        train.add_argument("--multiplier", type=int, default=1,
+                           help="train --epochs x this many epochs; the lr milestones stay at 50%% and 75%% of --epochs, "
+                                "as the original's (default 1)")
+    train.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--l2", type=float, default=5e-4, help="weight decay (default 5e-4)")
+    train.add_argument("--seed", type=int, default=17, help="random seed (default 17)")
+    train.add_argument("--nolrsche", action="store_true", help="no MultiStepLR: a constant learning rate (EDST: its phase schedule)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run (rerunning the same command also continues it)")
+    files = parser.add_argument_group("files and device")
+    files.add_argument("--data_dir", default="../data", help="folder holding (or receiving) the data set (default ../data)")
+    files.add_argument("--save_dir", default=None, help="folder for the tickets (default: the original's results/<model>/<data>/... layout)")
+    files.add_argument("--no_download", action="store_true", help="never download a missing data set")
+    files.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+
+
+def build_parser(method: str, description: str) -> argparse.ArgumentParser:
+    """A parser with every flag of one FreeTickets CIFAR script."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_arguments(parser, method)
+    add_sparse_arguments(parser)
+    return parser
+
+
+def density_name(density: float) -> str:
+    """``0.2`` -> ``density_0.2`` (the original wrote ``density_0.19999999999999996`` for PF)."""
+    return f"density_{density:g}"
+
+
+def default_save_dir(args: argparse.Namespace, method: str, density: float) -> Path:
+    """The original's result folders (``results/`` under the working directory)."""
+    base = Path("results") / args.model / args.data
+    if method == "DST":
+        return base / density_name(density) / "DST" / f"seed={args.seed}"
+    if method == "EDST":
+        return base / "random" / f"seed{args.seed}" / density_name(density) / "EDST" / f"M={args.model_num}"
+    if method == "PF":
+        return base / density_name(density) / "PF"
+    return base / "individual" / (density_name(density) if args.sparse else "dense")
+
+
+def sparse_config(args: argparse.Namespace, method: str):
+    """The :class:`~lotterypools.training.sparse.SparseConfig` of the flags (PF: ``--PF-rate`` sets the density)."""
+    from ..core.errors import UserError
+    from ..training.sparse import SparseConfig
+
+    density = args.density
+    if method == "PF":
+        if args.sparse_init not in ("pruning", "resume"):
+            raise UserError(f"main_PF.py prunes the pretrained model: use --sparse-init pruning (global magnitude) "
+                            f"or resume (keep its zeros), not {args.sparse_init}")
+        if args.PF_rate is not None:
+            if not 0.0 <= args.PF_rate < 1.0:
+                raise UserError(f"--PF-rate {args.PF_rate} is outside [0, 1): it is the fraction of weights pruned")
+            density = 1.0 - args.PF_rate
+    config = SparseConfig(density=density, sparse_init=args.sparse_init, growth=args.growth, death=args.death,
+                          redistribution=args.redistribution, death_rate=args.death_rate,
+                          large_death_rate=args.large_death_rate, update_frequency=args.update_frequency,
+                          decay_schedule=args.decay_schedule, fix=args.fix,
+                          **dst_switches(args, original_default=method in ORIGINAL_CORE_METHODS))
+    config.validate()
+    return config
+
+
+def training_plan(args: argparse.Namespace, method: str):
+    """The learning rates and ticket phases of the method."""
+    from ..tickets.freetickets import REFINE_LRS, edst_plan, single_plan
+
+    from ..core.errors import UserError
+
+    if method == "EDST":
+        return edst_plan(args.epochs, args.epochs_explo, args.model_num, args.lr,
+                         refine_lrs=None if args.relative_refine_lr else REFINE_LRS)
+    if method == "PF":
+        return single_plan(args.epochs, args.lr, Path(args.pretrain).name, schedule=False)
+    ticket = "model.pth" if method == "DST" else f"{args.seed}.pt"
+    multiplier = getattr(args, "multiplier", 1)
+    if multiplier < 1:
+        raise UserError(f"--multiplier {multiplier} must be at least 1: it multiplies --epochs")
+    return single_plan(args.epochs * multiplier, args.lr, ticket, schedule=not args.nolrsche, milestone_epochs=args.epochs)
+
+
+def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:
+    """PF's dense model: a bare state dict or a checkpoint with ``state_dict``, checked against ``--model``."""
+    from ..core.torchfiles import load_file, state_dict_of, tensor_differences
+    from ..core.errors import UserError
+
+    state = state_dict_of(load_file(path), Path(path))
+    reference = factory().state_dict()
+    differ = tensor_differences(state, reference).names
+    if differ:
+        raise UserError(f"--pretrain {path} is not a {model_name} for {data} ({len(differ)} tensors differ, e.g. "
+                        f"{differ[0]}): give a checkpoint of --model {model_name}")
+    return state
+
+
+def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
+    """Check the flags, then train one FreeTickets run on an in-memory data set; returns its tickets' records."""
+    from dataclasses import replace
+
+    from ..data.datasets import freetickets_spec, load_dataset
+    from ..core.device import resolve_device, seed_everything
+    from ..core.errors import UserError
+    from ..core.files import check_writable_folder
+    from ..tickets.freetickets import FreeTicketsRun, RunConfig, cifar_feeds
+    from ..models import build_model
+    from ..core.console import log
+    from ..core.records import format_table
+
+    config = sparse_config(args, method)
+    plan = training_plan(args, method)
+    spec = freetickets_spec(args.data)  # FreeTickets' own CIFAR-10 pipeline, not the Lottery Pools one
+    factory = lambda: build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
+    factory()  # an unknown --model fails here, before data is read
+    if method == "PF" and not args.pretrain:
+        raise UserError("main_PF.py needs --pretrain <dense model file> (e.g. from main_individual.py)")
+    start = load_pretrain(args.pretrain, factory, args.model, args.data) if method == "PF" else None
+    save_dir = Path(args.save_dir) if args.save_dir else default_save_dir(args, method, config.density)
+    check_writable_folder(save_dir, "--save_dir")
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    data = replace(load_dataset(args.data, args.data_dir, download=not args.no_download), spec=spec)
+    log(f"{method}: {args.model} on {args.data} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test), "
+        f"{'sparse, density ' + format(config.density, 'g') if args.sparse else 'dense'}, {plan.epochs} epochs, "
+        f"{len(plan.phases)} phase(s), device {device}; tickets in {save_dir}")
+    run_config = RunConfig(method=method, model=args.model, data=args.data, seed=args.seed, batch_size=args.batch_size,
+                           lr=args.lr, momentum=args.momentum, l2=args.l2, sparse=args.sparse, sparse_config=config,
+                           pretrain=str(args.pretrain) if method == "PF" else None)
+    feeds = cifar_feeds(data, args.batch_size, args.test_batch_size, device, args.seed)
+    if getattr(args, "select_on_test", False):
+        feeds.evaluate = selecting_on_test(feeds.evaluate)
+    name = {"DST": "dst", "EDST": "edst", "individual": f"seed{args.seed}"}.get(method) or Path(args.pretrain).stem
+    run = FreeTicketsRun(run_config, plan, factory, feeds, device, save_dir, name=name, start_weights=start,
+                         bare_tickets=method == "individual")
+    records = run.run()
+    log(format_table(records, ["ticket", "epoch", "density", "val_acc", "test_acc"]))
+    return records
+
+
+def selecting_on_test(evaluate):
+    """The original main_individual.py's selection: the test accuracy stands in for the validation accuracy."""
+    def swapped(model):
+        stats = evaluate(model)
+        return {**stats, "val": stats["test"]}
+    return swapped

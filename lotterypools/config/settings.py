@@ -1,0 +1,199 @@
+"""Hyperparameters declared once: dataclasses whose fields carry their flags and help, and the argparse glue.
+
+:class:`IMPConfig` holds everything that decides an IMP run (and a retraining, which is one IMP round);
+its defaults are those of ``CIFAR/main_imp.py``, which follow the original's ``main_imp.py`` flags.
+Other scripts take the same fields with their own documented defaults (``OPENLTH_IMAGENET_DEFAULTS``).
+:func:`add_config_arguments` turns the fields into argparse groups, :func:`config_from_args` turns the
+parsed flags back into a config, and :func:`changed_settings` says which result-deciding settings two
+configs disagree on (what ``--resume`` refuses). This module imports no torch, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .names import LOADERS, PRUNE_TYPES
+from ..core.errors import UserError
+
+TICKET_POLICIES = ("best_val", "last")
+
+
+def setting(default: Any, help: str, *, flags: tuple[str, ...] = (), group: str = "training",
+            affects_result: bool = True, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its command-line spelling(s), help text and whether it changes the result.
+
+    ``flags`` defaults to ``--<name>``; extra spellings (the originals') are aliases. Settings that do not
+    change the result (workers, speed options, the number of rounds still to train) may differ on resume.
+    """
+    meta = {"help": help, "flags": flags, "group": group, "affects_result": affects_result, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class IMPConfig:
+    """Everything that decides an IMP run's result (defaults: ``CIFAR/main_imp.py``, i.e. the original's flags)."""
+
+    arch: str = setting("resnet20s", "architecture", group="model")
+    dataset: str = setting("cifar10", "data set", group="data")
+    epochs: int = setting(182, "training epochs (per IMP round)")
+    batch_size: int = setting(128, "global batch size: the images of one optimiser step, split evenly over the "
+                                   "processes when there are several", flags=("-b", "--batch_size"))
+    lr: float = setting(0.1, "initial (peak) learning rate")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(1e-4, "weight decay")
+    milestones: list[int] = setting([91, 136], "comma-separated epochs at which the lr is divided by 10",
+                                    flags=("--decreasing_lr", "--milestones"))
+    warmup: int = setting(0, "epochs of linear learning-rate warm-up")
+    seed: int = setting(1, "random seed (the paper's CIFAR runs use 41)", group="model")
+    amp: bool = setting(False, "bf16 autocast for training and evaluation (--fp16 is the same)",
+                        flags=("--amp", "--fp16"))
+    channels_last: bool = setting(False, "channels-last memory format (faster convolutions on GPUs)",
+                                  affects_result=False)
+    compile: bool = setting(False, "torch.compile the model (slow start, faster steps on GPUs)", affects_result=False)
+    loader: str = setting("resident", "resident: the data set as uint8 on the device, crop/flip there; dataloader: "
+                                      "PIL images through torchvision transforms and a DataLoader with --workers, as "
+                                      "the original", choices=LOADERS)
+    workers: int = setting(2, "data-loading worker processes (per process)", flags=("-j", "--workers"),
+                           affects_result=False)
+    pruning_times: int = setting(16, "number of trained networks: the dense one plus pruning_times-1 pruned ones",
+                                 group="pruning", affects_result=False)
+    rate: float = setting(0.2, "fraction of the remaining weights pruned per round", group="pruning")
+    prune_type: str = setting("lt", "lt: rewind to initialisation; rewind_lt: to epoch --rewind_epoch (weights and "
+                                    "lr schedule); pt: to the best dense weights", group="pruning", choices=PRUNE_TYPES)
+    random_prune: bool = setting(False, "prune at random instead of by magnitude", group="pruning")
+    rewind_epoch: int = setting(3, "epoch to rewind weights and lr schedule to, for rewind_lt", group="pruning")
+    include_linear: bool = setting(False, "prune linear layers too, not only conv layers", group="pruning")
+    ticket: str = setting("best_val", "which epoch's weights are a round's ticket: best_val (the best validation "
+                                      "accuracy, the original's) or last (OpenLTH's)", group="pruning",
+                          choices=TICKET_POLICIES)
+
+    def validate(self, world_size: int = 1) -> None:
+        """One-line errors for settings that cannot work together (checked before any work starts).
+
+        ``world_size`` is the number of training processes: the global batch must divide evenly over them.
+        """
+        if self.batch_size < 1:
+            raise UserError(f"--batch_size {self.batch_size} must be at least 1")
+        if self.batch_size % world_size:
+            raise UserError(f"--batch_size {self.batch_size} is the global batch: it must divide evenly over "
+                            f"{world_size} processes")
+        if not self.lr > 0:
+            raise UserError(f"--lr {self.lr} must be positive")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise UserError(f"--momentum {self.momentum} and --weight_decay {self.weight_decay} must not be negative")
+        if self.warmup < 0:
+            raise UserError(f"--warmup {self.warmup} must be 0 or more epochs")
+        if self.epochs < 1:
+            raise UserError(f"--epochs {self.epochs} must be at least 1")
+        if self.workers < 0:
+            raise UserError(f"--workers {self.workers} must be 0 or more")
+        if any(m < 1 for m in self.milestones):
+            raise UserError(f"--decreasing_lr {','.join(map(str, self.milestones))}: epochs must be at least 1")
+        if not 0.0 < self.rate < 1.0:
+            raise UserError(f"--rate {self.rate} is outside (0, 1): it is the fraction of remaining weights pruned "
+                            f"per round")
+        for name, allowed in (("prune_type", PRUNE_TYPES), ("ticket", TICKET_POLICIES), ("loader", LOADERS)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"unknown --{name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        if self.prune_type == "rewind_lt" and not 0 <= self.rewind_epoch < self.epochs:
+            raise UserError(f"--rewind_epoch {self.rewind_epoch} must be at least 0 and below --epochs {self.epochs}")
+        if self.pruning_times < 1:
+            raise UserError(f"--pruning_times {self.pruning_times} must be at least 1 (the dense round)")
+
+    @property
+    def rewind_point(self) -> int:
+        """Epoch whose weights (and schedule) sparse rounds start from (0 = initialisation)."""
+        return self.rewind_epoch if self.prune_type == "rewind_lt" else 0
+
+
+# OpenLTH's ImageNet ResNet recipe: what ImageNet/main_imp.py uses instead of the CIFAR defaults.
+OPENLTH_IMAGENET_DEFAULTS: dict[str, Any] = dict(
+    arch="imagenet_resnet_18", dataset="imagenet", epochs=90, batch_size=1024, lr=0.4, milestones=[30, 60, 80],
+    warmup=5, seed=1, workers=8, pruning_times=11, rate=0.2, prune_type="rewind_lt", rewind_epoch=5,
+    include_linear=True, ticket="last", loader="dataloader")
+
+
+def config_fields(cls: type = IMPConfig, groups: Iterable[str] | None = None) -> list[dataclasses.Field]:
+    """The fields of ``cls`` in the given groups (all when ``None``)."""
+    wanted = set(groups) if groups is not None else None
+    return [f for f in dataclasses.fields(cls) if wanted is None or f.metadata.get("group") in wanted]
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _describe(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def parse_epoch_list(text: str, flag: str = "--decreasing_lr") -> list[int]:
+    """``"91,136"`` -> ``[91, 136]``, or a one-line error."""
+    if isinstance(text, list):
+        return text
+    try:
+        return [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r} must be comma-separated epochs, e.g. 91,136") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, groups: Mapping[str, str], *,
+                         defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = (),
+                         cls: type = IMPConfig) -> None:
+    """Add one argparse group per entry of ``groups`` (config group -> title) with the fields' flags.
+
+    ``defaults`` overrides field defaults for this script; help texts show the default in force.
+    """
+    defaults, skip = dict(defaults or {}), set(skip)
+    for group_name, title in groups.items():
+        group = parser.add_argument_group(title)
+        for f in config_fields(cls, [group_name]):
+            if f.name in skip:
+                continue
+            default = defaults.get(f.name, _default_of(f))
+            flags = f.metadata["flags"] or (f"--{f.name}",)
+            shown = "" if default is False else f" (default {_describe(default)})"  # store_true flags: off
+            help_text = f"{f.metadata['help']}{shown}"
+            if isinstance(default, bool):  # a flag that is on by default can be turned off: --no-<name>
+                action = argparse.BooleanOptionalAction if default else "store_true"
+                group.add_argument(*flags, dest=f.name, action=action, default=default, help=help_text)
+            elif isinstance(default, list):
+                group.add_argument(*flags, dest=f.name, default=_describe(default), help=help_text)
+            else:
+                group.add_argument(*flags, dest=f.name, type=type(default), default=default,
+                                   choices=f.metadata["choices"], help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, cls: type = IMPConfig, defaults: Mapping[str, Any] | None = None,
+                     **overrides: Any) -> Any:
+    """A validated config from parsed flags; ``overrides`` win, fields absent from ``args`` take ``defaults``
+    (the script's) or the dataclass's."""
+    values: dict[str, Any] = dict(defaults or {})
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+        elif hasattr(args, f.name):
+            value = getattr(args, f.name)
+            if f.type in ("list[int]", list) or isinstance(_default_of(f), list):
+                value = parse_epoch_list(value, f.metadata["flags"][0] if f.metadata["flags"] else f"--{f.name}")
+            values[f.name] = value
+    config = cls(**values)
+    config.validate()
+    return config
+
+
+def changed_settings(saved: Mapping[str, Any], config: Any) -> list[str]:
+    """Names of result-deciding fields whose value in ``saved`` (a stored settings dict) differs from ``config``'s."""
+    current = dataclasses.asdict(config)
+    changed = []
+    for f in dataclasses.fields(config):
+        if not f.metadata.get("affects_result", True) or f.name not in saved:
+            continue
+        if saved[f.name] != current[f.name]:
+            changed.append(f"{f.name} {_describe(saved[f.name])} -> {_describe(current[f.name])}")
+    return changed

@@ -1,0 +1,270 @@
+"""Lottery Pools and its weight-averaging baselines: one greedy interpolation loop with pluggable rules.
+
+For a target ticket T, candidates are the other tickets ordered by distance in IMP rounds. For each
+candidate and coefficient alpha, W = alpha * W_candidate + (1 - alpha) * W_current is pruned back to T's
+number of weights by global magnitude, its batch-norm statistics are recomputed on training data, and it
+is scored on the validation split. The rule decides which alpha is tried and whether the best is kept.
+The test split only reports: it never takes part in a choice.
+
+With a full BN pass (the original's), every trial draws its own order and augmentation of the training
+split, as the original's shuffled, augmenting DataLoader does; the draw is seeded by the run's seed and the
+trial's identity (target, candidate, coefficient), so a resumed run, or a run split over processes, draws
+exactly what one uninterrupted run draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import update_bn
+from ..core.console import log, progress
+from ..training.masks import prune_to_count
+from .store import Ticket, TicketStore
+from ..training.loop import EpochStats, evaluate
+from ..core.types import Batches, Weights
+
+TrialKey = tuple[int, ...]
+FINAL_TRIAL = -1  # the candidate index in the key of a target's final BN pass
+
+
+def trial_seed(seed: int, trial: TrialKey) -> int:
+    """A 63-bit seed for one trial's BN pass from the run's ``seed`` and the trial's identity."""
+    digest = hashlib.sha256(repr((seed, *trial)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
+
+
+def candidate_order(target: int, rounds: Sequence[int], search_num: int) -> list[int]:
+    """Other rounds by distance to ``target`` (nearer first; the denser, earlier one first at equal distance).
+
+    ``search_num`` counts the target as the original does, so ``search_num - 1`` candidates are returned.
+    """
+    others = sorted((r for r in rounds if r != target), key=lambda r: (abs(r - target), r))
+    return others[: max(search_num - 1, 0)]
+
+
+def interpolate_state(current: Weights, candidate: Weights, alpha: float, out: Weights | None = None) -> Weights:
+    """``alpha * candidate + (1 - alpha) * current`` for floating tensors; integer buffers follow ``current``."""
+    out = {} if out is None else out
+    for key, value in current.items():
+        if value.is_floating_point():
+            if key in out:
+                torch.lerp(value, candidate[key], alpha, out=out[key])
+            else:
+                out[key] = torch.lerp(value, candidate[key], alpha)
+        else:
+            out[key] = value.clone()
+    return out
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Batches, device: torch.device) -> None:
+    """Recompute batch-norm running statistics as a cumulative average over ``batches`` (swa_utils.update_bn)."""
+    update_bn(batches, model, device)
+
+
+@dataclass(frozen=True)
+class PoolRule:
+    """How a method walks the candidates.
+
+    ``coefficients(n)`` gives the alphas tried when the current network already merges ``n`` tickets;
+    ``greedy`` keeps the best alpha only if validation accuracy does not drop, else every step is kept.
+    """
+
+    name: str
+    coefficients: Callable[[int], list[float]]
+    greedy: bool
+
+
+def lottery_pools_rule(coefficients: Sequence[float]) -> PoolRule:
+    """Lottery Pools: search ``coefficients``, keep the best if validation accuracy does not drop."""
+    values = list(coefficients)
+    name = "Lottery_pools_average" if values == [0.5] else "Lottery_pools"
+    return PoolRule(name, lambda n: values, greedy=True)
+
+
+def swa_rule() -> PoolRule:
+    """SWA: a running uniform mean, alpha = 1/(n+1) on the incoming ticket; every step kept."""
+    return PoolRule("interpolate_swa", lambda n: [1.0 / (n + 1)], greedy=False)
+
+
+def ema_rule(decay: float) -> PoolRule:
+    """EMA as the original code: weight ``decay`` on the incoming ticket; every step kept."""
+    return PoolRule("interpolate_ema", lambda n: [decay], greedy=False)
+
+
+@dataclass
+class StepRecord:
+    """One candidate's outcome."""
+
+    round: int
+    alpha: float
+    val_acc: float | None  # None where the rule scores nothing (SWA, EMA)
+    accepted: bool
+    trials: dict[float, float] = field(default_factory=dict)
+
+
+@dataclass
+class PoolResult:
+    """The pooled ticket of one target and how it was made."""
+
+    method: str
+    target: Ticket
+    weights: Weights
+    val_acc: float
+    test: EpochStats
+    steps: list[StepRecord]
+    seconds: float
+    kept: int | None
+
+    @property
+    def chosen_rounds(self) -> list[int]:
+        return [s.round for s in self.steps if s.accepted]
+
+    @property
+    def alphas(self) -> list[float]:
+        return [s.alpha for s in self.steps if s.accepted]
+
+
+class PoolEvaluator:
+    """Scores weight sets on one working model whose tensors are overwritten in place (no rebuild, no deep copy).
+
+    With ``fresh_bn_seed`` set, ``bn_batches`` must have ``with_seed(seed)`` (a :class:`~lotterypools.data.datasets.BatchSource`):
+    each trial's BN pass then draws its own shuffle and augmentation, seeded by ``fresh_bn_seed`` and the
+    trial's key. Without it every trial sees ``bn_batches`` as they are (e.g. a fixed list of batches).
+    """
+
+    def __init__(self, model: nn.Module, bn_batches: Batches, val_batches: Batches, test_batches: Batches,
+                 device: torch.device, fresh_bn_seed: int | None = None):
+        self.model, self.bn_batches, self.device = model.to(device), bn_batches, device
+        self.val_batches, self.test_batches = val_batches, test_batches
+        self.fresh_bn_seed = fresh_bn_seed
+
+    def bn_batches_for(self, trial: TrialKey) -> Batches:
+        """The batches of one trial's BN pass."""
+        if self.fresh_bn_seed is None:
+            return self.bn_batches
+        return self.bn_batches.with_seed(trial_seed(self.fresh_bn_seed, trial))
+
+    def load(self, weights: Weights) -> None:
+        self.model.load_state_dict(weights)
+
+    def state(self) -> Weights:
+        """A copy of the working model's weights and (recalibrated) statistics."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def recalibrate(self, trial: TrialKey = ()) -> None:
+        recalibrate_batchnorm(self.model, self.bn_batches_for(trial), self.device)
+
+    def validate(self) -> EpochStats:
+        return evaluate(self.model, self.val_batches, self.device)
+
+    def test(self) -> EpochStats:
+        return evaluate(self.model, self.test_batches, self.device)
+
+    def score(self, weights: Weights, recalibrate: bool = True, trial: TrialKey = ()) -> float:
+        """Load ``weights``, recompute BN statistics (the BN pass of ``trial``), and return validation accuracy."""
+        self.load(weights)
+        if recalibrate:
+            self.recalibrate(trial)
+        return self.validate().accuracy
+
+
+def _to_device(weights: Weights, device: torch.device) -> Weights:
+    return {k: v.to(device) for k, v in weights.items()}
+
+
+class PoolSearch:
+    """Runs a :class:`PoolRule` for one target over its candidates."""
+
+    def __init__(self, store: TicketStore, evaluator: PoolEvaluator, prune_names: list[str],
+                 prune_mode: str = "during", log: Callable[[str], None] = log, progress: bool = True):
+        if prune_mode not in ("during", "after"):
+            raise ValueError(f"prune_mode must be 'during' or 'after', not {prune_mode!r}")
+        self.store, self.evaluator, self.prune_names = store, evaluator, prune_names
+        self.prune_mode, self.log, self.progress = prune_mode, log, progress
+
+    def _prune(self, weights: Weights, keep: int | None) -> None:
+        if keep is not None:
+            prune_to_count(weights, self.prune_names, keep)
+
+    def run(self, rule: PoolRule, target: Ticket, candidates: list[int], target_val_acc: float) -> PoolResult:
+        """Walk ``candidates`` from ``target`` under ``rule``; return the pooled ticket with its test accuracy.
+
+        ``target_val_acc`` is the target ticket's own validation accuracy: the bar a greedy step must reach.
+        """
+        started = time.time()
+        device = self.evaluator.device
+        current = _to_device(self.store.load(target.round)[0], device)
+        current_val, merged = float(target_val_acc), 1
+        keep_during = target.kept if self.prune_mode == "during" else None
+        trial: Weights = {}
+        steps: list[StepRecord] = []
+        for round_index in progress(candidates, f"{rule.name} round {target.round}", self.progress):
+            candidate = _to_device(self.store.load(round_index)[0], device)
+            scores: dict[float, float] = {}
+            best_alpha, best_val, best_state = None, -1.0, None
+            for alpha_index, alpha in enumerate(rule.coefficients(merged)):
+                interpolate_state(current, candidate, alpha, out=trial)
+                self._prune(trial, keep_during)
+                if not rule.greedy:  # nothing is chosen: BN and validation only matter for the final network
+                    best_alpha, best_state, trial = alpha, trial, {}
+                    break
+                scores[alpha] = self.evaluator.score(trial, trial=(target.round, round_index, alpha_index))
+                if scores[alpha] > best_val:  # ties go to the earlier coefficient, as in the original
+                    best_alpha, best_val, best_state = alpha, scores[alpha], self.evaluator.state()
+            accepted = not rule.greedy or best_val >= current_val
+            if accepted:
+                current, merged = best_state, merged + 1
+                if rule.greedy:
+                    current_val = best_val
+                    self.log(f"  {rule.name} round {target.round}: + round {round_index} alpha {best_alpha:g} "
+                             f"-> val {best_val:.2f}")
+            steps.append(StepRecord(round_index, best_alpha, best_val if rule.greedy else None, accepted, scores))
+        final, val, test = self._finish(rule, target, current, current_val, steps)
+        return PoolResult(rule.name, target, final, val, test, steps, time.time() - started, target.kept)
+
+    def _finish(self, rule: PoolRule, target: Ticket, current: Weights, current_val: float,
+                steps: list[StepRecord]) -> tuple[Weights, float, EpochStats]:
+        """Prune (prune-after mode), recompute BN where no trial did, and report test accuracy.
+
+        Each network is validated once: a greedy prune-during result keeps the score of its accepted trial.
+        """
+        if not any(s.accepted for s in steps):
+            self.evaluator.load(current)  # the ticket as trained, with its own BN statistics
+        elif rule.greedy and self.prune_mode == "during":
+            self.evaluator.load(current)  # already carries the BN statistics its validation score was taken with
+        else:
+            if self.prune_mode == "after" and target.kept is not None:
+                self._prune(current, target.kept)
+            current_val = self.evaluator.score(current, trial=(target.round, FINAL_TRIAL, 0))
+            current = self.evaluator.state()
+        test = self.evaluator.test()
+        return {k: v.cpu() for k, v in current.items()}, current_val, test
+
+
+def linear_path(store: TicketStore, evaluator: PoolEvaluator, round_a: int, round_b: int,
+                alphas: Sequence[float]) -> dict:
+    """Test loss and accuracy along ``(1 - alpha) * T_a + alpha * T_b`` (no re-pruning, BN recomputed).
+
+    The error barrier is the largest rise of the test loss above the straight line between the endpoints.
+    """
+    device = evaluator.device
+    a = _to_device(store.load(round_a)[0], device)
+    b = _to_device(store.load(round_b)[0], device)
+    losses, accuracies, trial = [], [], {}
+    for index, alpha in enumerate(alphas):
+        interpolate_state(a, b, alpha, out=trial)
+        evaluator.load(trial)
+        evaluator.recalibrate((round_a, round_b, index))
+        stats = evaluator.test()
+        losses.append(stats.loss)
+        accuracies.append(stats.accuracy)
+    first, last = losses[0], losses[-1]
+    barrier = max(loss - ((1 - t) * first + t * last) for t, loss in zip(alphas, losses))
+    return {"method": "liner_inter", "round_a": round_a, "round_b": round_b, "alphas": list(alphas),
+            "test_loss": losses, "test_acc": accuracies, "loss_barrier": barrier,
+            "acc_drop": min(accuracies[0], accuracies[-1]) - min(accuracies)}

@@ -1,0 +1,1 @@
+"""The one epoch loop and its hooks, the round engine, masks, dynamic sparse updates, sources, processes."""

@@ -1,0 +1,510 @@
+"""The one training engine: an epoch loop every training system calls, and IMP rounds built on it.
+
+Two layers:
+
+* :func:`fit` is *the* epoch loop. Per epoch it trains one pass (``training.train_one_epoch`` with the
+  caller's :class:`~lotterypools.training.loop.TrainingHook` s), steps the learning-rate schedule, evaluates,
+  asks every hook's ``end_of_epoch`` whether to stop, then hands an :class:`EpochResult` to ``on_epoch``
+  (where callers write checkpoints and log). Step numbers run on from ``start_epoch * len(batches)``, so a
+  resumed run numbers its steps as the uninterrupted one. :func:`optimizer_at` builds SGD and its schedule
+  at an epoch: restored from a checkpoint, or stepped there (rewinding).
+* :class:`IMPEngine` runs IMP rounds over :func:`fit`. Where files go is a **layout** (one reader and one
+  writer per format: :class:`lotterypools.formats.original.OriginalLayout` for the original's
+  ``{k}checkpoint.pth.tar`` folders, :class:`lotterypools.formats.openlth.OpenLTHLayout` for OpenLTH's
+  ``level_k/main/``); which epoch is the ticket is ``config.ticket`` (``best_val`` or ``last``); what a
+  round trains is a :class:`RoundPlan` from a :class:`RoundPolicy` (the default, :class:`IMPPolicy`, is
+  plain IMP). Training data and evaluation come in as a :class:`TrainData` and an :class:`Evaluator`
+  (in-memory splits: :mod:`lotterypools.training.sources`; ImageFolder shards over processes: ``openlth_imp``).
+  The resume rule is one: continue from the latest round with saved progress (a finished round is
+  closed and pruned, a round in progress continues after its last saved epoch with optimiser, schedule,
+  and the policy's state restored). A run folder stores its settings; a resume with settings that
+  change the result is refused (:func:`check_settings`).
+
+How PrAC plugs in (no new loop): subclass :class:`RoundPolicy`.
+  * ``plan(round_index, engine)`` is asked once per round, after the round's mask is in place
+    (``engine.model`` is the round's starting model; on resume, after ``load_state_dict``, with the resumed
+    model). It returns a :class:`RoundPlan` with ``subset`` (training-split indices of
+    the round), ``with_indices=True`` (batches carry indices), the scaled ``epochs``/``milestones``/
+    ``warmup``, ``start_epoch=0`` (a fresh optimiser and no schedule rewinding) and ``hooks``: a
+    ``CorrectnessRecorder`` and an early-stop hook whose ``end_of_epoch`` returns True once the mask
+    distance has converged (the round then ends; the engine saves ``stopped`` with the checkpoint, so a
+    resumed run does not train that round further).
+  * The next round's mask is pruned from the model as the round ends (the last epoch's weights), and the
+    weights are rewound to the rewind point (``engine.rewind_state()``), as in plain IMP.
+  * ``end_of_round(round_index, model, engine)`` runs once the round's files are written: it reads the
+    recorder's table, the dense round-0 ticket (``engine.layout.read_ticket(0)``) and this round's ticket
+    (``engine.layout.read_ticket(round_index)``) and chooses the next subset.
+  * ``state_dict()`` returns the extra checkpoint keys (``sequence``, ``remain_para``, ``distance_queue``,
+    ``last_mask``, ``start_record``, ``prediction``); the engine stores them at the top level of every
+    epoch's round checkpoint and gives them back to ``load_state_dict(state)`` on resume *before* asking
+    ``plan`` again, so a resumed round gets back its subset and scaled epoch count. Hooks' state that must
+    survive a kill (the correctness columns of the epochs already trained: ``prediction``; the distance
+    queue) goes there too, and ``plan`` must hand back hooks that carry the restored state.
+  * ``start_weights(round_index, engine)`` may return other start weights (default: init / rewind).
+
+How FreeTickets plugs in, either way without a new loop:
+  * One :class:`IMPEngine` round (``pruning_times=1``) whose policy's :class:`RoundPlan` has the run's
+    ``epochs``, an ``lr_factor(epoch)`` for the phases (EDST: exploration at the full lr, then each refine
+    phase decays and starts again) and ``hooks``: a mask-update hook whose ``after_backward`` reads the dense
+    gradients and whose ``after_step`` changes the masks (``module.weight_mask``) every K steps
+    (``step.step`` counts from the start of the run, across resumes), and an ``end_of_epoch`` hook that saves
+    a ticket at the end of each phase. Round 0's sparse start comes from ``IMPEngine.initial_masks``. The
+    engine then gives per-epoch checkpoints (masks included, as ``weight_mask`` buffers), resume and the
+    settings check; its ``state_dict`` keeps the mask-update state.
+  * Or :func:`fit` directly: build the model and SGD with :func:`optimizer_at` (any schedule, restored on
+    resume), pass the hooks, write a checkpoint in ``on_epoch`` (``checkpoints.atomic_save``) and, to resume,
+    call :func:`fit` again with ``start_epoch`` after the last saved epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from ..training.progress import RoundProgress
+from ..training.masks import load_into, split_pruned_state
+from ..config.settings import IMPConfig, changed_settings
+from ..core.device import derived_seed
+from ..core.errors import UserError
+from .masks import apply_masks, density, masks_of, prune_globally, refresh_masked_weights, remove_masks
+from ..core.console import log
+from ..core.records import format_table, read_json, write_json
+from .loop import EpochStats, TrainingHook, build_optimizer, build_scheduler, prepare_model, \
+    train_one_epoch
+from ..core.types import Batches, Masks, Weights
+
+
+# ============================================================== the epoch loop
+@dataclass
+class EpochResult:
+    """One finished epoch: ``epoch`` counts finished epochs (1-based), ``stopped`` is a hook's early stop."""
+
+    epoch: int
+    train: EpochStats
+    evaluation: dict[str, EpochStats]
+    lr: float
+    seconds: float
+    stopped: bool = False
+
+    def stats(self) -> dict[str, float]:
+        """Flat numbers (``train_loss``, ``train_acc``, ``val_acc``, ``test_loss``, ..., ``lr``) for hooks and logs."""
+        flat = {"train_loss": self.train.loss, "train_acc": self.train.accuracy, "lr": self.lr}
+        for name, value in self.evaluation.items():
+            flat[f"{name}_loss"], flat[f"{name}_acc"] = value.loss, value.accuracy
+        return flat
+
+
+class Evaluator(Protocol):
+    """Evaluation after each epoch: ``{"val": stats, "test": stats}`` (any names) for ``model``."""
+
+    def __call__(self, model: nn.Module) -> dict[str, EpochStats]: ...
+
+
+def fit(model: nn.Module, batches: Callable[[int], Batches], optimizer: torch.optim.Optimizer,
+        scheduler: Any, device: torch.device, *, start_epoch: int, epochs: int,
+        evaluate: Evaluator | None = None, hooks: Sequence[TrainingHook] = (), amp: bool = False,
+        train_module: nn.Module | None = None, on_epoch: Callable[[EpochResult], None] | None = None,
+        describe: Callable[[int], str | None] = lambda epoch: None, label_smoothing: float = 0.0) -> list[EpochResult]:
+    """Train epochs ``start_epoch .. epochs-1``; the one epoch loop of the package.
+
+    ``batches(epoch)`` gives the epoch's training batches (seeded by the caller, so a resumed run repeats
+    them); ``train_module`` is what the forward pass runs through (a ``DistributedDataParallel`` wrapper of
+    ``model``) when it is not ``model``; ``scheduler`` (or ``None``) steps once per epoch. After evaluation
+    every hook's ``end_of_epoch(epoch, model, stats)`` is asked (all of them); any True ends the loop
+    after ``on_epoch`` has seen that epoch with ``stopped=True``. ``describe(epoch)`` labels the progress bar
+    (``None``: no bar); ``label_smoothing`` goes to the training cross-entropy.
+    """
+    results = []
+    for epoch in range(start_epoch, epochs):
+        started = time.time()
+        source = batches(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        steps = len(source)
+        train = train_one_epoch(train_module or model, source, optimizer, device, amp, describe(epoch), steps,
+                                hooks=hooks, epoch=epoch, first_step=epoch * steps, label_smoothing=label_smoothing)
+        if scheduler is not None:
+            scheduler.step()
+        evaluation = evaluate(model) if evaluate is not None else {}
+        result = EpochResult(epoch + 1, train, evaluation, lr, time.time() - started)
+        stops = [hook.end_of_epoch(epoch, model, result.stats()) for hook in hooks]
+        result.stopped = any(stops)
+        if on_epoch is not None:
+            on_epoch(result)
+        results.append(result)
+        if result.stopped:
+            break
+    return results
+
+
+def optimizer_at(model: nn.Module, lr: float, momentum: float, weight_decay: float, milestones: Sequence[int],
+                 warmup: int, epoch: int, saved_optimizer: dict | None = None, saved_scheduler: dict | None = None,
+                 lr_factor: Callable[[int], float] | None = None):
+    """SGD and its schedule at ``epoch``: restored from saved states, else stepped ``epoch`` times.
+
+    The schedule is step decay at ``milestones`` after ``warmup`` epochs, or, with ``lr_factor``, the
+    learning rate ``lr * lr_factor(epoch)`` (any per-epoch schedule: FreeTickets' phases). Stepping rewinds
+    the learning rate with the weights (IMP with rewinding); ``epoch`` 0 is a fresh start.
+    """
+    optimizer = build_optimizer(model, lr, momentum, weight_decay)
+    if lr_factor is not None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    else:
+        scheduler = build_scheduler(optimizer, milestones, warmup)
+    if saved_optimizer is not None:
+        optimizer.load_state_dict(saved_optimizer)
+        if saved_scheduler is not None:
+            scheduler.load_state_dict(saved_scheduler)
+        return optimizer, scheduler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # stepping before any optimiser step is intended here
+        for _ in range(epoch):
+            scheduler.step()
+    return optimizer, scheduler
+
+
+# ============================================================== what a round trains
+@dataclass
+class RoundPlan:
+    """What one round trains, as a :class:`RoundPolicy` decides at the round's start.
+
+    ``start_epoch`` is where training and the schedule begin (rewinding starts later than 0); ``epochs``
+    is where the round ends; ``subset`` (training-split indices, or ``None`` for all) is what it trains on,
+    with batches carrying sample indices when ``with_indices``; ``hooks`` join the engine's own;
+    ``lr_factor(epoch)`` replaces the step schedule (``milestones``, ``warmup``) by any per-epoch factor.
+    """
+
+    epochs: int
+    milestones: list[int]
+    warmup: int = 0
+    start_epoch: int = 0
+    subset: torch.Tensor | None = None
+    with_indices: bool = False
+    hooks: list[TrainingHook] = field(default_factory=list)
+    lr_factor: Callable[[int], float] | None = None
+
+
+class RoundPolicy:
+    """Decides each round's plan; the base class is plain IMP (see :class:`IMPPolicy`)."""
+
+    def plan(self, round_index: int, engine: "IMPEngine") -> RoundPlan:
+        cfg = engine.config
+        start = cfg.rewind_point if round_index > 0 and cfg.prune_type == "rewind_lt" else 0
+        return RoundPlan(epochs=cfg.epochs, milestones=list(cfg.milestones), warmup=cfg.warmup, start_epoch=start)
+
+    def start_weights(self, round_index: int, engine: "IMPEngine") -> Weights | None:
+        """Plain weights a pruned round starts from; ``None`` for the engine's rewind rule."""
+        return None
+
+    def end_of_round(self, round_index: int, model: nn.Module, engine: "IMPEngine") -> None:
+        """Called once the round's files are written, before its weights are pruned and rewound."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra keys stored at the top level of each round checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` stored (the whole checkpoint dict is passed)."""
+
+
+IMPPolicy = RoundPolicy
+
+
+# ============================================================== inputs and files
+class TrainData(Protocol):
+    """Training batches of one epoch of one round (seeded by round and epoch)."""
+
+    def batches(self, round_index: int, epoch: int, subset: torch.Tensor | None = None,
+                with_indices: bool = False) -> Batches: ...
+
+
+class Layout(Protocol):
+    """Where a run's files go: one reader and one writer per format (see the module docstring)."""
+
+    folder: Path
+    file_layout: str
+    settings_path: Path
+
+    def holds_run(self) -> bool: ...
+    def latest_progress(self, last_round: int) -> RoundProgress | None: ...
+    def read_progress_file(self, path: Path) -> RoundProgress: ...
+    def round_closed(self, round_index: int) -> bool: ...
+    def write_start(self, round_index: int, start_epoch: int, model: nn.Module) -> None: ...
+    def write_rewind(self, epoch: int, model: nn.Module) -> None: ...
+    def read_rewind(self, epoch: int) -> Weights | None: ...
+    def read_ticket(self, round_index: int) -> Weights: ...
+    def write_epoch(self, progress: RoundProgress, model: nn.Module, is_ticket: bool, extra: dict) -> None: ...
+    def close_round(self, progress: RoundProgress, model: nn.Module, record: dict) -> None: ...
+    def summary(self) -> list[dict]: ...
+    def describe_missing(self) -> str: ...
+
+
+def check_settings(path: Path, config: IMPConfig, write: bool = True, compare: bool = True) -> None:
+    """Refuse a run folder whose stored settings differ in what decides the result; store ours."""
+    saved = read_json(path) if compare else None
+    if saved is not None:
+        changed = changed_settings(saved, config)
+        if changed:
+            raise UserError(f"{path.parent} holds a run with other settings ({'; '.join(changed)}): rerun with the "
+                            f"same settings to continue it, or choose another output folder")
+    if write:
+        write_json(path, dataclasses.asdict(config))
+
+
+# ============================================================== IMP rounds
+class IMPEngine:
+    """Rounds of IMP over :func:`fit`: train, prune the last epoch's weights, rewind, repeat.
+
+    ``context`` (a ``distributed.DistributedContext``) makes every process train its share under
+    ``DistributedDataParallel``; only its main process writes files and logs.
+    """
+
+    def __init__(self, config: IMPConfig, model_factory: Callable[[], nn.Module], train: TrainData,
+                 evaluator: Evaluator, layout: Layout, device: torch.device, *, policy: RoundPolicy | None = None,
+                 hooks: Sequence[TrainingHook] = (), log: Callable[[str], None] = log, progress: bool = True,
+                 context: Any = None):
+        config.validate()
+        self.config, self.model_factory, self.train, self.evaluator = config, model_factory, train, evaluator
+        self.layout, self.device, self.policy = layout, device, policy or RoundPolicy()
+        self.hooks, self.context = list(hooks), context
+        self.is_main = context is None or context.is_main
+        self.log = log if self.is_main else (lambda message: None)
+        self.progress = progress and self.is_main
+        self._rewind_cache: Weights | None = None
+        self.model: nn.Module | None = None  # the current round's model, for the policy
+
+    @property
+    def save_dir(self) -> Path:
+        return self.layout.folder
+
+    # ---------------------------------------------------------------- entry point
+    def run(self, resume: bool | None = None, checkpoint: Path | None = None) -> list[dict]:
+        """Train every round not yet finished; return the summary (one record per round).
+
+        ``resume=False`` refuses a folder that holds a run, ``True`` requires one, ``None`` continues one
+        if present (OpenLTH's rerun-to-continue). ``checkpoint`` continues from that round checkpoint.
+        """
+        cfg = self.config
+        model, progress, plan = self._starting_point(resume, checkpoint)
+        while True:
+            round_index = progress.round
+            trained = not (progress.stopped or progress.next_epoch >= plan.epochs)
+            if trained:
+                self._train_round(model, progress, plan)
+            if trained or not self.layout.round_closed(round_index):
+                self._close_round(model, progress, plan)
+            self.policy.end_of_round(round_index, model, self)
+            self._barrier()
+            if round_index + 1 >= cfg.pruning_times:
+                break
+            model = self._next_ticket(model, round_index + 1)
+            plan = self._plan(round_index + 1, model)
+            progress = self._start_round(model, round_index + 1, plan)
+        summary = self.summary()
+        best = cfg.ticket == "best_val"
+        self.log(format_table(summary, ["round", "density", "best_val_acc" if best else "val_acc", "test_acc",
+                                        "best_epoch" if best else "ticket_epoch", "epochs", "seconds"]))
+        return summary
+
+    def _starting_point(self, resume: bool | None,
+                        checkpoint: Path | None) -> tuple[nn.Module, RoundProgress, RoundPlan]:
+        """The model, progress and plan to continue from (the resume rule), or round 0's; settings checked first."""
+        holds = self.layout.holds_run()
+        if resume is False and holds:
+            raise UserError(f"{self.save_dir} already holds an IMP run; pass --resume to continue it or choose "
+                            f"another output folder")
+        progress = self._progress_to_continue(checkpoint) if (resume or (resume is None and holds)) else None
+        if resume and progress is None and not self.layout.settings_path.exists():
+            raise UserError(f"--resume: {self.layout.describe_missing()}; start without --resume")
+        if progress is not None or resume:
+            check_settings(self.layout.settings_path, self.config, write=False)
+        self._barrier()
+        if progress is not None:
+            self.policy.load_state_dict(progress.extra)
+            model = self._model_from(progress)  # fails, changing nothing, when the weights do not fit
+            self.log(f"resuming round {progress.round} after epoch {progress.next_epoch}")
+        if self.is_main:
+            check_settings(self.layout.settings_path, self.config, write=True, compare=False)
+        if progress is not None:
+            return model, progress, self._plan(progress.round, model)
+        model = self._first_round()
+        plan = self._plan(0, model)
+        return model, self._start_round(model, 0, plan), plan
+
+    def summary(self) -> list[dict]:
+        """The finished rounds' records."""
+        return self.layout.summary()
+
+    def _barrier(self) -> None:
+        if self.context is not None and self.context.active:
+            torch.distributed.barrier()
+
+    # ---------------------------------------------------------------- set-up and resume
+    def build_model(self) -> nn.Module:
+        """A fresh model on the device (seeded by the caller), in the asked memory format, compiled if asked."""
+        model = self.model_factory().to(self.device)
+        return prepare_model(model, self.config.channels_last, self.config.compile)
+
+    def _first_round(self) -> nn.Module:
+        torch.manual_seed(self.config.seed)
+        model = self.build_model()
+        initial = self.initial_weights()
+        if initial is not None:
+            model.load_state_dict(initial)
+        if self.config.rewind_point == 0:
+            self._rewind_cache = _plain_copy(model)
+            if self.is_main:
+                self.layout.write_rewind(0, model)
+        masks = self.initial_masks()
+        if masks:
+            apply_masks(model, masks)
+        return model
+
+    def initial_weights(self) -> Weights | None:
+        """Round 0's start weights; ``None``: the seeded initialisation (retraining gives a checkpoint's)."""
+        return None
+
+    def initial_masks(self) -> Masks | None:
+        """Round 0's masks; ``None``: dense (retraining trains a fixed subnetwork)."""
+        return None
+
+    def _plan(self, round_index: int, model: nn.Module) -> RoundPlan:
+        """The policy's plan, asked once per round with ``self.model`` the round's starting (or resumed) model."""
+        self.model = model
+        return self.policy.plan(round_index, self)
+
+    def _start_round(self, model: nn.Module, round_index: int, plan: RoundPlan) -> RoundProgress:
+        if self.is_main:
+            self.layout.write_start(round_index, plan.start_epoch, model)
+        self._barrier()
+        return RoundProgress(round_index, plan.start_epoch, empty_result())
+
+    def _progress_to_continue(self, checkpoint: Path | None) -> RoundProgress | None:
+        if checkpoint is not None:
+            return self.layout.read_progress_file(Path(checkpoint))
+        return self.layout.latest_progress(self.config.pruning_times - 1)
+
+    def _model_from(self, progress: RoundProgress) -> nn.Module:
+        model = self.model_factory().to(self.device)
+        load_into(model, progress.model, progress.masks, progress.path,
+                  f"--arch {self.config.arch} on {self.config.dataset}")
+        return prepare_model(model, self.config.channels_last, self.config.compile)
+
+    # ---------------------------------------------------------------- one round
+    def _optimizer_and_scheduler(self, model: nn.Module, progress: RoundProgress, plan: RoundPlan):
+        """SGD and its schedule at ``progress.next_epoch``: restored when resuming, else stepped there (rewinding)."""
+        cfg = self.config
+        return optimizer_at(model, cfg.lr, cfg.momentum, cfg.weight_decay, plan.milestones, plan.warmup,
+                            progress.next_epoch, progress.optimizer, progress.scheduler, plan.lr_factor)
+
+    def _train_round(self, model: nn.Module, progress: RoundProgress, plan: RoundPlan) -> None:
+        cfg = self.config
+        optimizer, scheduler = self._optimizer_and_scheduler(model, progress, plan)
+        mask_density = density(masks_of(model))
+        train_module = model
+        if self.context is not None and self.context.active:
+            train_module = torch.nn.parallel.DistributedDataParallel(model)
+        r = progress.round
+
+        def on_epoch(result: EpochResult) -> None:
+            progress.record(result, optimizer.state_dict(), scheduler.state_dict())
+            if r == 0 and result.epoch == cfg.rewind_point and cfg.rewind_point > 0:
+                self._rewind_cache = _plain_copy(model)
+                if self.is_main:
+                    self.layout.write_rewind(result.epoch, model)
+            is_ticket = self._is_ticket(progress, result)
+            if self.is_main:
+                self.layout.write_epoch(progress, model, is_ticket, self.policy.state_dict())
+            stats = result.stats()
+            self.log(f"round {r} epoch {result.epoch}/{plan.epochs}  loss {stats['train_loss']:.4f}  "
+                     f"train {stats['train_acc']:.2f}  val {stats.get('val_acc', float('nan')):.2f}  "
+                     f"test {stats.get('test_acc', float('nan')):.2f}  lr {result.lr:.4g}  "
+                     f"density {100 * mask_density:.2f}%  {result.seconds:.1f}s"
+                     + ("  (stopped by a hook)" if result.stopped else ""))
+
+        fit(model, lambda epoch: self.train.batches(r, epoch, plan.subset, plan.with_indices), optimizer, scheduler,
+            self.device, start_epoch=progress.next_epoch, epochs=plan.epochs, evaluate=self.evaluator,
+            hooks=[*plan.hooks, *self.hooks], amp=cfg.amp, train_module=train_module, on_epoch=on_epoch,
+            describe=lambda epoch: f"round {r} epoch {epoch + 1}/{plan.epochs}" if self.progress else None)
+
+    def _is_ticket(self, progress: RoundProgress, result: EpochResult) -> bool:
+        """Whether this epoch's weights are the round's ticket so far (best validation, or simply the last)."""
+        val = result.evaluation.get("val")
+        if self.config.ticket == "last" or val is None:
+            progress.ticket_epoch, progress.ticket_val = result.epoch, val.accuracy if val else -1.0
+            return True
+        if val.accuracy > progress.ticket_val:
+            progress.ticket_epoch, progress.ticket_val = result.epoch, val.accuracy
+            return True
+        return False
+
+    def _close_round(self, model: nn.Module, progress: RoundProgress, plan: RoundPlan) -> None:
+        result = progress.result
+        index = progress.ticket_epoch - 1 - plan.start_epoch
+        record = {
+            "round": progress.round, "density": density(masks_of(model)), "val_acc": progress.ticket_val,
+            "test_acc": result["test_ta"][index] if 0 <= index < len(result["test_ta"]) else None,
+            "ticket_epoch": progress.ticket_epoch, "epochs": len(result["train_ta"]),
+            "stopped_early": progress.stopped, "seconds": round(progress.seconds, 1),
+        }
+        if self.config.ticket == "best_val":  # the names summary.json has always used for these
+            record.update(best_val_acc=record["val_acc"], best_epoch=record["ticket_epoch"])
+        if self.is_main:
+            self.layout.close_round(progress, model, record)
+        test = "-" if record["test_acc"] is None else f"{record['test_acc']:.2f}"
+        self.log(f"round {progress.round} done: density {100 * record['density']:.2f}%  ticket val "
+                 f"{progress.ticket_val:.2f} (epoch {progress.ticket_epoch})  test {test}  {progress.seconds:.0f}s")
+
+    # ---------------------------------------------------------------- prune and rewind
+    def _next_ticket(self, model: nn.Module, round_index: int) -> nn.Module:
+        """Prune the finished round's last weights, then rewind the survivors for round ``round_index``."""
+        cfg = self.config
+        model = _contiguous(model)
+        prune_globally(model, cfg.rate, cfg.include_linear, cfg.random_prune,
+                       generator_seed=derived_seed(cfg.seed, round_index - 1, 10**6))
+        masks = masks_of(model)
+        remove_masks(model)
+        start = self.policy.start_weights(round_index, self)
+        model.load_state_dict(start if start is not None else self.rewind_state())
+        apply_masks(model, masks)
+        return prepare_model(model, channels_last=cfg.channels_last)
+
+    def rewind_state(self) -> Weights:
+        """The plain weights pruned rounds start from: initialisation, rewind epoch, or (pt) the dense ticket."""
+        if self.config.prune_type == "pt":
+            return self.layout.read_ticket(0)
+        if self._rewind_cache is None:
+            self._rewind_cache = self.layout.read_rewind(self.config.rewind_point)
+        if self._rewind_cache is None:
+            raise UserError(f"the rewind weights of epoch {self.config.rewind_point} are missing from {self.save_dir}: "
+                            f"the run folder is incomplete, start a new run")
+        return self._rewind_cache
+
+
+def empty_result() -> dict[str, list[float]]:
+    """The original's per-epoch history of a round: ``train_ta``, ``val_ta``, ... lists."""
+    keys = ("train_ta", "val_ta", "test_ta", "train_loss", "val_loss", "test_loss")
+    return {key: [] for key in keys}
+
+
+def _plain_copy(model: nn.Module) -> Weights:
+    """The model's state dict (masks folded in) on the CPU, detached."""
+    weights, _ = split_pruned_state(model.state_dict())
+    return {k: v.detach().cpu().clone() for k, v in weights.items()}
+
+
+def _contiguous(model: nn.Module) -> nn.Module:
+    """Weights and masks in the default memory format, as ``torch.nn.utils.prune`` needs (it views them flat)."""
+    model = model.to(memory_format=torch.contiguous_format)
+    refresh_masked_weights(model)  # the masked weight the pruning hook last computed may be channels-last
+    return model
+
+
+__all__ = ["EpochResult", "Evaluator", "IMPEngine", "IMPPolicy", "Layout", "RoundPlan", "RoundPolicy", "TrainData",
+           "check_settings", "empty_result", "fit", "optimizer_at"]
