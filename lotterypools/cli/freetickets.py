@@ -70,7 +70,7 @@ DST_SWITCHES = (("--constant-death-rate", "--decayed-death-rate", "constant_deat
 def dst_switches(args: argparse.Namespace, original_default: bool) -> dict[str, bool]:
     """The three DST behaviours from the paired flags: the original's unless the other flag (or
     ``--improved-dst``) asks for ours; ``original_default`` says which applies when neither is given."""
-    from ..errors import UserError
+    from ..core.errors import UserError
 
     improved = getattr(args, "improved_dst", False)
     dest = lambda flag: getattr(args, flag[2:].replace("-", "_"), None)

@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if args.mode not in MODES:
         raise UserError(f"unknown --mode {args.mode!r}: choose one of {', '.join(MODES)}")
-    from ..ticket_ensembles import STATISTICS
+    from ...analysis.freetickets import STATISTICS
 
     if args.statistics not in STATISTICS:
         raise UserError(f"unknown --statistics {args.statistics!r}: choose one of {', '.join(STATISTICS)}")
