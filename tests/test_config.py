@@ -72,3 +72,11 @@ def test_each_scripts_parser_gives_its_documented_defaults():
     args = imagenet_imp.build_parser().parse_args(["data", "--save_dir", "run"])
     config = config_from_args(args, defaults=OPENLTH_IMAGENET_DEFAULTS, pruning_times=args.levels + 1)
     assert config == IMPConfig(**OPENLTH_IMAGENET_DEFAULTS)
+
+
+def test_milestones_past_the_last_epoch_are_said_out_loud():
+    notes = IMPConfig(epochs=2).schedule_notes()  # the default milestones 91 and 136 never fire in 2 epochs
+    assert len(notes) == 1 and "--decreasing_lr 91,136" in notes[0] and "trains at --lr 0.1" in notes[0]
+    partly = IMPConfig(epochs=100).schedule_notes()
+    assert len(partly) == 1 and "136" in partly[0] and "that drop never happens" in partly[0]
+    assert IMPConfig(epochs=182).schedule_notes() == []

@@ -45,8 +45,14 @@ def setup_device(args: argparse.Namespace) -> torch.device:
 
 
 def imp_config(args: argparse.Namespace, **overrides) -> IMPConfig:
-    """A validated :class:`IMPConfig` from the parsed flags (generated from it); ``overrides`` fix other fields."""
-    return config_from_args(args, **overrides)
+    """A validated :class:`IMPConfig` from the parsed flags (generated from it); ``overrides`` fix other fields.
+
+    Schedules that would silently not decay (milestones past the last epoch) are said out loud here.
+    """
+    config = config_from_args(args, **overrides)
+    for note in config.schedule_notes():
+        print(note, flush=True)
+    return config
 
 
 def start_training_job(args: argparse.Namespace, save_dir: Path) -> tuple[Callable[[], nn.Module], torch.device, DataSplits]:

@@ -105,6 +105,17 @@ class IMPConfig:
         if self.pruning_times < 1:
             raise UserError(f"--pruning_times {self.pruning_times} must be at least 1 (the dense round)")
 
+    def schedule_notes(self) -> list[str]:
+        """Settings that work together but probably not as meant, said out loud before training (not refused)."""
+        late = [m for m in self.milestones if m >= self.epochs]
+        if not late:
+            return []
+        kept = [m for m in self.milestones if m < self.epochs]
+        return [f"note: --decreasing_lr {','.join(map(str, late))} is at or after the last epoch (--epochs "
+                f"{self.epochs}), so {'that drop never happens' if len(late) == 1 else 'those drops never happen'}"
+                f"{'' if kept else ' and the whole run trains at --lr ' + str(self.lr)}; give milestones below "
+                f"--epochs (e.g. --decreasing_lr {max(1, self.epochs // 2)}) for a decaying schedule"]
+
     @property
     def rewind_point(self) -> int:
         """Epoch whose weights (and schedule) sparse rounds start from (0 = initialisation)."""
