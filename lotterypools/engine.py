@@ -72,7 +72,9 @@ from .checkpoints import RoundProgress, load_into, split_pruned_state
 from .config import IMPConfig, changed_settings
 from .device import derived_seed
 from .errors import UserError
-from .masks import Masks, apply_masks, density, masks_of, prune_globally, refresh_masked_weights, remove_masks
+from .guards import check_finite, check_ticket_density
+from .masks import Masks, apply_masks, density, kept_count, masks_of, prunable_modules, prune_globally, \
+    refresh_masked_weights, remove_masks
 from .console import log
 from .results import format_table, read_json, write_json
 from .training import Batches, EpochStats, TrainingHook, build_optimizer, build_scheduler, prepare_model, \
@@ -466,9 +468,15 @@ class IMPEngine:
         """Prune the finished round's last weights, then rewind the survivors for round ``round_index``."""
         cfg = self.config
         model = _contiguous(model)
+        check_finite(model.named_parameters(), f"round {round_index - 1}'s pruning score (weight)")
+        before = masks_of(model)
+        remaining = kept_count(before) if before else sum(
+            module.weight.numel() for _, module in prunable_modules(model, cfg.include_linear))
         prune_globally(model, cfg.rate, cfg.include_linear, cfg.random_prune,
                        generator_seed=derived_seed(cfg.seed, round_index - 1, 10**6))
         masks = masks_of(model)
+        # torch prunes round(rate * remaining) of the surviving weights; one weight of slack for its rounding
+        check_ticket_density(masks, remaining - round(cfg.rate * remaining), f"of round {round_index}", tolerance=1)
         remove_masks(model)
         start = self.policy.start_weights(round_index, self)
         model.load_state_dict(start if start is not None else self.rewind_state())

@@ -182,8 +182,10 @@ class FreeTicketsRun:
                              f"--model {self.config.model}")
             model.load_state_dict(self.start_weights)
         masks = initial_masks(model, self.config.sparse_config, self.config.seed) if self.config.sparse else {}
+        # the kept count every ticket of the run must have (DST's updates replace as many weights as they remove)
+        planned = sum(int(m.count_nonzero()) for m in masks.values()) if masks else None
         return model, {"next_epoch": 0, "best": {}, "history": [], "masks": masks, "optimizer": None,
-                       "trajectory": [], "updates": []}
+                       "trajectory": [], "updates": [], "planned_kept": planned}
 
     def _load_progress(self) -> tuple[nn.Module, dict] | None:
         if not self.progress_path.exists():
@@ -275,12 +277,26 @@ class FreeTicketsRun:
         if not self.is_main:
             return
         weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self._check_ticket(weights, masked, state, self.save_dir / phase.ticket)
         ticket = weights if self.bare_tickets else {
             "epoch": record["epoch"], "state_dict": weights, "masks": masked.state() if masked is not None else {},
             "arch": self.config.model, "dataset": self.config.data, "method": self.config.method,
             "density": record["density"], "val_acc": record["val_acc"], "test_acc": record["test_acc"],
             "seed": self.config.seed}
         atomic_save(ticket, self.save_dir / phase.ticket)
+
+    def _check_ticket(self, weights: dict, masked, state: dict, path: Path) -> None:
+        """Refuse to write a ticket from non-finite weights, or whose masks keep another count than planned."""
+        from .guards import check_finite, check_ticket_density
+
+        check_finite(weights, "the ticket's weight")
+        if masked is None:
+            return
+        planned = state.get("planned_kept")
+        if planned is None and self.config.sparse_config.sparse_init != "resume":  # progress written before the field
+            planned = round(self.config.sparse_config.density * sum(m.numel() for m in masked.masks.values()))
+        if planned is not None:
+            check_ticket_density(masked.masks, planned, path)
 
     def _write_side_files(self, state: dict) -> None:
         write_json(self.save_dir / f"history_{self.name}.json",
