@@ -110,3 +110,127 @@ def test_a_mask_update_refuses_non_finite_scores():
     with pytest.raises(DivergenceError, match="mask-update score of weight is not finite at epoch 1, step 4"):
         updater.update(0.5, None, step=3, epoch=0)
     assert torch.equal(updater.weights.masks["weight"], masks["weight"])
+
+
+# ---------------------------------------------------------------------------------------------- 3. atomic writer
+def test_two_writers_of_one_file_both_finish_and_the_file_is_whole(tmp_path):
+    from lotterypools.files import atomic_output
+
+    target = tmp_path / "shared.bin"
+    first = atomic_output(target)
+    stream = first.__enter__()
+    stream.write(b"A" * 1000)
+    with atomic_output(target) as second:  # starts while the first is half-written: must not touch its temporary
+        second.write(b"B" * 500)
+    assert target.read_bytes() == b"B" * 500
+    stream.write(b"A" * 1000)
+    first.__exit__(None, None, None)  # would raise FileNotFoundError had the second writer removed its temporary
+    assert target.read_bytes() == b"A" * 2000
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.bin"]
+
+
+def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from lotterypools.files import atomic_output
+
+    target = tmp_path / "x.json"
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(done.stdout)  # that process has exited
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f".x.json.{dead_pid}-abcdefgh.tmp").write_text("stale")
+        (tmp_path / f".x.json.{live.pid}-abcdefgh.tmp").write_text("live writer")
+        (tmp_path / ".x.json.bak.old.tmp").write_text("another file's")
+        (tmp_path / ".x.json.k2j4_9ab.tmp").write_text("legacy stale")
+        with atomic_output(target) as stream:
+            stream.write(b"{}")
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([f".x.json.{live.pid}-abcdefgh.tmp", ".x.json.bak.old.tmp", "x.json"])
+    finally:
+        live.kill()
+        live.wait()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_output_files_follow_the_umask(tmp_path, umask, mode):
+    import os
+
+    from lotterypools.checkpoints import atomic_save
+    from lotterypools.results import write_json
+
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+        atomic_save({"w": torch.ones(2)}, tmp_path / "b.pth")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "b.pth").stat().st_mode & 0o777 == mode
+
+
+# ---------------------------------------------------------------------------------------------- 6. full disk
+def _full_disk_after(monkeypatch, limit: int):
+    """Every write through atomic_output fails with ENOSPC once ``limit`` bytes are written (a small full disk)."""
+    import errno
+
+    from lotterypools import files
+
+    original = files._RecordingStream.write
+
+    def write(self, data):
+        written = getattr(self, "_written", 0) + len(data)
+        self._written = written
+        if written > limit:
+            self.error = OSError(errno.ENOSPC, "No space left on device")
+            raise self.error
+        return original(self, data)
+
+    monkeypatch.setattr(files._RecordingStream, "write", write)
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_continues(tmp_path, monkeypatch):
+    from lotterypools.checkpoints import atomic_save
+    from lotterypools.errors import UserError
+
+    target = tmp_path / "model.pth"
+    atomic_save({"w": torch.zeros(4)}, target)
+    _full_disk_after(monkeypatch, 100)
+    with pytest.raises(UserError) as error:  # torch.save reports the failed write as a RuntimeError: turned into this
+        atomic_save({"w": torch.ones(10_000)}, target)
+    message = str(error.value)
+    assert "\n" not in message and str(target) in message and "bytes free" in message and "rerun" in message
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.zeros(4))  # the earlier file is kept
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
+    monkeypatch.undo()
+    atomic_save({"w": torch.ones(10_000)}, target)
+    assert torch.load(target, weights_only=True)["w"].sum() == 10_000
+
+
+def test_a_full_disk_in_a_training_run_is_one_line(data_dir, tmp_path, monkeypatch, capsys):
+    _full_disk_after(monkeypatch, 2000)
+    save = tmp_path / "dst"
+    args = ["--data_dir", str(data_dir), *TINY, *SPARSE, "--epochs", "1", "--save_dir", str(save)]
+    with pytest.raises(SystemExit) as stop:
+        command("main_dst")(args)
+    assert stop.value.code == 2
+    line = last_error_line(capsys)
+    assert "could not write" in line and "bytes free" in line
+    monkeypatch.undo()
+    command("main_dst")(args)  # the rerun continues
+    assert (save / "model.pth").is_file()
+
+
+def test_a_plot_on_a_full_disk_is_one_line(capsys):
+    import errno
+
+    from lotterypools.errors import cli_entry
+
+    @cli_entry
+    def plotting():
+        raise OSError(errno.ENOSPC, "No space left on device", "/x/plot.png")
+
+    with pytest.raises(SystemExit):
+        plotting()
+    assert "could not write /x/plot.png: No space left on device" in last_error_line(capsys)
