@@ -280,6 +280,8 @@ class IMPEngine:
         self.progress = progress and self.is_main
         self._rewind_cache: Weights | None = None
         self.model: nn.Module | None = None  # the current round's model, for the policy
+        # the data's name, normalisation, folder and fingerprint for provenance.json (set by IMPRun, LevelRun)
+        self.data_provenance: dict[str, Any] = {"dataset": config.dataset}
 
     @property
     def save_dir(self) -> Path:
@@ -291,7 +293,15 @@ class IMPEngine:
 
         ``resume=False`` refuses a folder that holds a run, ``True`` requires one, ``None`` continues one
         if present (OpenLTH's rerun-to-continue). ``checkpoint`` continues from that round checkpoint.
+        The folder is locked for the run's lifetime and its provenance recorded (:mod:`lotterypools.runlock`).
         """
+        from .provenance import run_entry
+        from .runlock import hold_run_folder
+
+        with hold_run_folder(self.save_dir, run_entry(self.device, **self.data_provenance), is_main=self.is_main):
+            return self._run(resume, checkpoint)
+
+    def _run(self, resume: bool | None, checkpoint: Path | None) -> list[dict]:
         cfg = self.config
         model, progress, plan = self._starting_point(resume, checkpoint)
         while True:

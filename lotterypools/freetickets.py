@@ -164,8 +164,10 @@ class FreeTicketsRun:
     def __init__(self, config: RunConfig, plan: TrainingPlan, model_factory: Callable[[], nn.Module], feeds: DataFeeds,
                  device: torch.device, save_dir: Path, name: str = "run", start_weights: dict | None = None,
                  is_main: bool = True, wrap: Callable[[nn.Module], nn.Module] = lambda model: model,
-                 bare_tickets: bool = False, log: Callable[[str], None] = log):
+                 bare_tickets: bool = False, log: Callable[[str], None] = log, data_provenance: dict | None = None):
         config.sparse_config.validate()
+        # the data's name, normalisation, folder and fingerprint for provenance.json (lotterypools.provenance)
+        self.data_provenance = data_provenance or {"dataset": config.data}
         self.config, self.plan, self.factory, self.feeds = config, plan, model_factory, feeds
         self.device, self.save_dir, self.name = device, Path(save_dir), name
         self.start_weights, self.is_main, self.wrap = start_weights, is_main, wrap
@@ -208,7 +210,19 @@ class FreeTicketsRun:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[dict]:
-        """Train every epoch not yet done (on the engine's :func:`~lotterypools.engine.fit`); return the tickets' records."""
+        """Train every epoch not yet done (on the engine's :func:`~lotterypools.engine.fit`); return the tickets' records.
+
+        The folder is locked for this run name (``.<name>.lock``) while it trains: a second run of the same name
+        into it is refused; its provenance is recorded (:mod:`lotterypools.runlock`).
+        """
+        from .provenance import run_entry
+        from .runlock import hold_run_folder
+
+        with hold_run_folder(self.save_dir, run_entry(self.device, **self.data_provenance), name=self.name,
+                             is_main=self.is_main):
+            return self._run()
+
+    def _run(self) -> list[dict]:
         model, state = self._load_progress() or self._fresh()
         model.to(self.device)
         masked = MaskedWeights(model, state["masks"]) if state["masks"] else None

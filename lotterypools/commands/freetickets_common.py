@@ -176,8 +176,10 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     if getattr(args, "select_on_test", False):
         feeds.evaluate = selecting_on_test(feeds.evaluate)
     name = {"DST": "dst", "EDST": "edst", "individual": f"seed{args.seed}"}.get(method) or Path(args.pretrain).stem
+    from ..provenance import data_provenance
+
     run = FreeTicketsRun(run_config, plan, factory, feeds, device, save_dir, name=name, start_weights=start,
-                         bare_tickets=method == "individual")
+                         bare_tickets=method == "individual", data_provenance=data_provenance(data))
     records = run.run()
     log(format_table(records, ["ticket", "epoch", "density", "val_acc", "test_acc"]))
     return records

@@ -84,8 +84,10 @@ def main(argv=None) -> list[dict]:
         log(f"EDST on {len(data.train)} train / {len(data.val)} held-out / {len(data.test)} test images; {args.arch} on "
             f"{context.world_size} process(es), {context.device}; density {config.density:g}; {plan.epochs} epochs, "
             f"{len(plan.phases)} tickets into {args.save_dir}")
+    from ..provenance import data_provenance
+
     run = FreeTicketsRun(run_config, plan, factory, feeds, context.device, Path(args.save_dir), name="imagenet",
-                         is_main=context.is_main, wrap=data_parallel(context))
+                         is_main=context.is_main, wrap=data_parallel(context), data_provenance=data_provenance(data))
     records = run.run()
     if context.is_main:
         log(format_table(records, ["ticket", "epoch", "density", "val_acc", "test_acc"]))
