@@ -234,3 +234,108 @@ def test_a_plot_on_a_full_disk_is_one_line(capsys):
     with pytest.raises(SystemExit):
         plotting()
     assert "could not write /x/plot.png: No space left on device" in last_error_line(capsys)
+
+
+# ---------------------------------------------------------------------------------------------- 2. one run per folder
+def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(data_dir, tmp_path, capsys):
+    from lotterypools.runlock import hold_run_folder
+
+    save = tmp_path / "edst"
+    args = ["--data_dir", str(data_dir), *TINY, *SPARSE, "--epochs-explo", "1", "--model-num", "1", "--epochs", "2",
+            "--save_dir", str(save)]
+    with hold_run_folder(save, {"command": "main_EDST.py --seed 5", "pid": 4242}, name="edst"):
+        (save / "model_0.pth").write_bytes(b"the first run's ticket")
+        with pytest.raises(SystemExit) as stop:
+            command("main_edst")([*args, "--seed", "6"])
+        assert stop.value.code == 2
+        line = last_error_line(capsys)
+        assert f"{save} is in use by another run (PID {__import__('os').getpid()}" in line
+        assert "main_EDST.py --seed 5" in line and "--save_dir" in line
+        assert (save / "model_0.pth").read_bytes() == b"the first run's ticket"  # the first run is unharmed
+    command("main_edst")([*args, "--seed", "6"])  # once the holder is gone, the folder is free
+    assert torch.load(save / "model_0.pth", weights_only=True)["seed"] == 6
+
+
+def test_a_dead_holders_lock_is_taken_over(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from lotterypools.runlock import hold_run_folder, lock_paths
+
+    folder = tmp_path / "run"
+    script = ("import sys, time; from lotterypools.runlock import hold_run_folder\n"
+              "with hold_run_folder(sys.argv[1], {'command': 'holder'}):\n"
+              "    print('held', flush=True); time.sleep(60)\n")
+    env = dict(__import__("os").environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    holder = subprocess.Popen([sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        from lotterypools.errors import UserError
+
+        with pytest.raises(UserError, match=f"PID {holder.pid} .*: holder"):
+            with hold_run_folder(folder):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        assert lock_paths(folder)[1].exists()  # kill -9 left the holder file behind
+        with hold_run_folder(folder, {"command": "taker"}):
+            assert json.loads(lock_paths(folder)[1].read_text())["command"] == "taker"
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_another_seed_into_a_finished_freetickets_folder_is_refused(data_dir, tmp_path, capsys):
+    save = tmp_path / "dst"
+    args = ["--data_dir", str(data_dir), *TINY, *SPARSE, "--epochs", "1", "--save_dir", str(save)]
+    command("main_dst")([*args, "--seed", "5"])
+    with pytest.raises(SystemExit):
+        command("main_dst")([*args, "--seed", "6"])
+    assert "holds a run with other settings (seed)" in last_error_line(capsys)
+
+
+# ---------------------------------------------------------------------------------------------- 4. provenance
+def test_imp_run_folders_record_their_provenance(tmp_path):
+    from helpers import make_tiny_run
+    from lotterypools.provenance import read_provenance
+
+    folder = make_tiny_run(tmp_path, pruning_times=1)
+    record = read_provenance(folder)
+    assert record["dataset"] == "tiny" and record["normalisation"] == {"mean": [0.3], "std": [0.3]}
+    assert record["data_fingerprint"]["sizes"] == {"train": 96, "val": 32, "test": 32}
+    assert len(record["data_fingerprint"]["labels_sha256"]) == 64
+    run = record["runs"][-1]
+    for key in ("command", "package_version", "commit", "torch", "torchvision", "device", "data_dir", "start", "end"):
+        assert key in run, key
+    assert run["status"] == "finished" and run["device"] == "cpu"
+
+
+def test_a_run_folder_refuses_other_data(tmp_path):
+    from helpers import tiny_config, tiny_model_factory, tiny_splits
+    from lotterypools.errors import UserError
+    from lotterypools.imp import IMPRun
+
+    folder = tmp_path / "run"
+    IMPRun(tiny_config(pruning_times=1), tiny_model_factory(), tiny_splits(), CPU, folder, progress=False).run()
+    other = IMPRun(tiny_config(pruning_times=1), tiny_model_factory(), tiny_splits(seed=7), CPU, folder, progress=False)
+    with pytest.raises(UserError, match="holds a run on another data"):
+        other.run(resume=True)
+
+
+def test_tickets_of_another_data_set_are_refused(tmp_path):
+    from lotterypools.errors import UserError
+    from lotterypools.provenance import check_tickets_match
+
+    (tmp_path / "provenance.json").write_text(json.dumps({"dataset": "mnist", "normalisation":
+                                                          {"mean": [0.1307], "std": [0.3081]}}))
+    with pytest.raises(UserError, match="trained on mnist, not on fashionmnist"):
+        check_tickets_match(tmp_path, "fashionmnist", "--dataset")
+    with pytest.raises(UserError, match="normalisation"):
+        check_tickets_match(tmp_path, "mnist", "--dataset", mean=(0.2860,), std=(0.3530,))
+    check_tickets_match(tmp_path, "mnist", "--dataset", mean=(0.1307,), std=(0.3081,))
+    (tmp_path / "old").mkdir()
+    check_tickets_match(tmp_path / "old", "anything", "--dataset")  # folders without provenance still load
+    with pytest.raises(UserError, match="trained on cifar10"):
+        check_tickets_match(tmp_path / "old" / "t.pth", "mnist", "--dataset", ticket={"dataset": "cifar10"})
