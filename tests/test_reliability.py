@@ -339,3 +339,33 @@ def test_tickets_of_another_data_set_are_refused(tmp_path):
     check_tickets_match(tmp_path / "old", "anything", "--dataset")  # folders without provenance still load
     with pytest.raises(UserError, match="trained on cifar10"):
         check_tickets_match(tmp_path / "old" / "t.pth", "mnist", "--dataset", ticket={"dataset": "cifar10"})
+
+
+def test_every_ticket_reader_refuses_tickets_of_another_data_set(data_dir, tmp_path, capsys, cli_run):
+    dense = tmp_path / "individual"
+    command("main_individual")(["--data_dir", str(data_dir), *TINY, "--seed", "18", "--epochs", "1",
+                                "--save_dir", str(dense)])
+    readers = {
+        "ensemble_freetickets": ["--dataset", "mnist", "--data_dir", str(data_dir), "--no_download", "--device", "cpu",
+                                 "--model", "conv2", "--resume", str(dense)],
+        "main_pf": ["--data_dir", str(data_dir), *TINY[:2], "--data", "mnist", *TINY[4:], "--sparse",
+                    "--sparse-init", "pruning", "--density", "0.3", "--epochs", "1", "--pretrain", str(dense / "18.pt"),
+                    "--save_dir", str(tmp_path / "pf")],
+    }
+    imp_readers = {  # the IMP run of the cli_run fixture is on fashionmnist
+        "lottery_pools": ["--interpolate_method", "Lottery_pools", "--arch", "conv2", "--data", str(data_dir),
+                          "--dataset", "mnist", "--inference", "--device", "cpu", "--checkpoint", str(cli_run),
+                          "--save_dir", str(tmp_path / "pools")],
+        "main_train": ["--data", str(data_dir), "--dataset", "mnist", "--arch", "conv2", "--device", "cpu",
+                       "--mask_dir", str(cli_run / "1checkpoint.pth.tar"), "--random_init",
+                       "--save_dir", str(tmp_path / "retrain")],
+        "analyze_tickets": ["pairwise", "--dataset", "mnist", "--arch", "conv2", "--data", str(data_dir),
+                            "--device", "cpu", "--checkpoint", str(cli_run), "--save_dir", str(tmp_path / "an")],
+    }
+    for name, args in {**readers, **imp_readers}.items():
+        with pytest.raises(SystemExit) as stop:
+            command(name)(args)
+        assert stop.value.code == 2, name
+        line = last_error_line(capsys)
+        assert "trained on fashionmnist, not on mnist" in line, (name, line)
+    assert not (tmp_path / "pf").exists() and not (tmp_path / "retrain").exists()

@@ -47,7 +47,11 @@ def main(argv=None) -> dict:
     from ..console import log
     from ..results import read_json, write_json
 
+    from ..files import check_writable_folder
+
     folder = Path(args.resume)
+    if folder.is_dir():  # the results go into the tickets' folder: refuse an unwritable one before the work
+        check_writable_folder(folder, "--resume", create=False)
     result = run_tsne(args, folder) if args.mode == "tsne" else run_on_tickets(args, folder)
     results_path = folder / "ensemble_results.json"
     write_json(results_path, {**read_json(results_path, default={}), args.mode: result})
@@ -70,7 +74,8 @@ def run_on_tickets(args: argparse.Namespace, folder) -> dict:
         check_density(args.density)
     spec = dataset_spec(args.dataset)
     model = build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
-    tickets = load_tickets(find_tickets(folder), model.state_dict(), sparse_weight_names(model), args.model, args.density)
+    tickets = load_tickets(find_tickets(folder), model.state_dict(), sparse_weight_names(model), args.model, args.density,
+                           dataset=spec.name, normalisation=(spec.mean, spec.std))
     names = [str(t.path.relative_to(folder)) for t in tickets]
     log(f"{len(tickets)} tickets of {args.model} in {folder}: " +
         ", ".join(f"{n} (density {t.density:.4f})" for n, t in zip(names, tickets)))

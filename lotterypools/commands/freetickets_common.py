@@ -130,9 +130,14 @@ def training_plan(args: argparse.Namespace, method: str):
 def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:
     """PF's dense model: a bare state dict or a checkpoint with ``state_dict``, checked against ``--model``."""
     from ..checkpoints import load_file, state_dict_of
+    from ..data import dataset_spec
     from ..errors import UserError
+    from ..provenance import check_tickets_match
 
-    state = state_dict_of(load_file(path), Path(path))
+    saved = load_file(path)
+    spec = dataset_spec(data)  # a model of another data set (or normalisation) is refused before its shapes
+    check_tickets_match(path, data, "--pretrain", spec.mean, spec.std, saved if isinstance(saved, dict) else None)
+    state = state_dict_of(saved, Path(path))
     reference = factory().state_dict()
     differ = sorted(k for k in set(state) | set(reference)
                     if k not in state or k not in reference or state[k].shape != reference[k].shape)

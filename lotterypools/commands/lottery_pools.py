@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     check_targets(args.targets, [f.round for f in files], args.checkpoint)
     factory = model_factory(args)
     spec = dataset_spec(args.dataset)
+    from ..provenance import check_tickets_match
+
+    check_tickets_match(args.checkpoint, spec.name, "--dataset", spec.mean, spec.std)
     ood = open_benchmark(args, spec.channels, spec.image_size)
     context = start_pool_processes(args)
     device = context.device
