@@ -369,3 +369,89 @@ def test_every_ticket_reader_refuses_tickets_of_another_data_set(data_dir, tmp_p
         line = last_error_line(capsys)
         assert "trained on fashionmnist, not on mnist" in line, (name, line)
     assert not (tmp_path / "pf").exists() and not (tmp_path / "retrain").exists()
+
+
+# ---------------------------------------------------------------------------------------------- 5. aggregation
+def _pool_run(folder: Path, seed: int, ticket_folder: Path, **extra) -> Path:
+    from lotterypools.pool_results import PoolResultsFile
+
+    records = []
+    for method, accuracy in (("ticket", 90.0 + seed % 7), ("Lottery_pools", 91.0 + seed % 5)):
+        pooled = method != "ticket"
+        records.append({"method": method, "target_round": 1, "density": 0.8, "test_acc": accuracy, "val_acc": 0.0,
+                        "arch": "conv2", "dataset": "fashionmnist", "seed": seed,
+                        "ticket_folder": str(ticket_folder.resolve()), "search_num": 4 if pooled else None,
+                        "coefficients": [0.5] if pooled else None, **(extra if pooled else {})})
+    PoolResultsFile(folder).commit(records)
+    return folder
+
+
+def _aggregate_error(capsys, *args) -> str:
+    from lotterypools.commands.aggregate_results import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([*map(str, args)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_aggregation_refuses_two_pool_runs_over_one_ticket_folder(tmp_path, capsys):
+    tickets = tmp_path / "imp_seed41"
+    tickets.mkdir()
+    a, b = _pool_run(tmp_path / "p41", 41, tickets), _pool_run(tmp_path / "p99", 99, tickets)
+    line = _aggregate_error(capsys, a, b, "--out", tmp_path / "agg")
+    assert f"{a} and {b} pool the same tickets" in line and "seeds 41 and 99" in line
+    assert not (tmp_path / "agg").exists()
+
+
+def test_aggregation_refuses_imp_and_prac_tickets_as_seeds(tmp_path, capsys):
+    imp, prac = tmp_path / "imp", tmp_path / "prac"
+    imp.mkdir(), prac.mkdir()
+    (imp / "settings.json").write_text("{}")
+    (prac / "settings.json").write_text("{}")
+    (prac / "prac_sets.json").write_text("[]")
+    a, b = _pool_run(tmp_path / "p41", 41, imp), _pool_run(tmp_path / "p43", 43, prac)
+    line = _aggregate_error(capsys, a, b, "--out", tmp_path / "agg")
+    assert f"{a} pools IMP tickets but {b} pools PrAC tickets" in line
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("[1, 2]", "is not a pools results file"),
+    ('{"records": [{"method": "ticket", "target_round": 0, "density": 1.0, "test_acc": 90, "arch": "conv2", '
+     '"seed": 1}]}', "record 0 has no 'dataset'"),
+    ('{"records": [{"method": "ticket", "target_round": 0, "density": 1.0, "test_acc": null, "arch": "conv2", '
+     '"dataset": "mnist", "seed": 1}]}', "has test_acc = null, not a number"),
+    ('{"records": [3]}', "record 0 is a int"),
+])
+def test_every_results_file_is_validated_before_anything_is_computed(tmp_path, capsys, content, fragment):
+    tickets = tmp_path / "t"
+    tickets.mkdir()
+    good = _pool_run(tmp_path / "good", 41, tickets)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "pools_results.json").write_text(content)
+    line = _aggregate_error(capsys, good, bad, "--out", tmp_path / "agg")
+    assert str(bad / "pools_results.json") in line and fragment in line
+    assert not (tmp_path / "agg").exists()
+
+
+def test_digits_and_only_are_checked_and_only_picks_a_settings_group(tmp_path, capsys):
+    from lotterypools.commands.aggregate_results import main
+    from lotterypools.pool_results import PoolResultsFile
+
+    folders = []
+    for seed in (41, 42):
+        tickets = tmp_path / f"t{seed}"
+        tickets.mkdir()
+        folder = _pool_run(tmp_path / f"p{seed}", seed, tickets)
+        other = [dict(r, search_num=8) for r in PoolResultsFile(folder).records if r["method"] != "ticket"]
+        PoolResultsFile(folder).commit(other)  # a second settings group of Lottery_pools in the same folder
+        folders.append(folder)
+    assert "--digits -1 must be 0 to 10" in _aggregate_error(capsys, *folders, "--out", tmp_path / "a", "--digits", "-1")
+    assert "--only search_num=VALUE" in _aggregate_error(capsys, *folders, "--out", tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    main([*map(str, folders), "--out", str(tmp_path / "a"), "--only", "search_num=8"])
+    summary = json.loads((tmp_path / "a" / "aggregate.json").read_text())
+    assert summary["settings"]["Lottery_pools"]["search_num"] == 8 and summary["seeds"] == [41, 42]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import NOTHING_TO_RESUME, cli_entry
+from ..errors import NOTHING_TO_RESUME, UserError, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,20 +25,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="folder for the tables, aggregate.json and the plots")
     parser.add_argument("--title", default=None, help="plot title (default '<arch> on <dataset>, n seeds')")
     parser.add_argument("--digits", type=int, default=2, help="decimals in the Markdown tables (default 2)")
+    parser.add_argument("--only", action="append", default=[], metavar="FIELD=VALUE",
+                        help="keep one method or settings group of folders that hold several, e.g. "
+                             "--only method=Lottery_pools or --only search_num=50 (repeatable; ticket rows are kept)")
     return parser
 
 
 @cli_entry(interrupted=NOTHING_TO_RESUME)
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from ..aggregate import aggregate, csv_rows, markdown_table, read_run_folder
+    from ..aggregate import aggregate, csv_rows, markdown_table, parse_only, read_run_folder
     from ..console import log
     from ..files import check_writable_folder
     from ..plots import plot_mean_std_vs_density
     from ..results import atomic_write_text, write_csv, write_json
 
     out = Path(args.out)
-    runs = [read_run_folder(folder) for folder in args.run_folders]
+    if not 0 <= args.digits <= 10:
+        raise UserError(f"--digits {args.digits} must be 0 to 10 (decimals in the Markdown tables)")
+    only = parse_only(args.only)
+    runs = [read_run_folder(folder, only) for folder in args.run_folders]  # every file checked before any work
     summary = aggregate(runs)
     check_writable_folder(out, "--out")
     title = args.title or f"{summary['arch']} on {summary['dataset']}, {len(runs)} seeds (mean ± std)"
