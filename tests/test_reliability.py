@@ -455,3 +455,119 @@ def test_digits_and_only_are_checked_and_only_picks_a_settings_group(tmp_path, c
     main([*map(str, folders), "--out", str(tmp_path / "a"), "--only", "search_num=8"])
     summary = json.loads((tmp_path / "a" / "aggregate.json").read_text())
     assert summary["settings"]["Lottery_pools"]["search_num"] == 8 and summary["seeds"] == [41, 42]
+
+
+# ---------------------------------------------------------------------------------------------- 7. launcher
+@pytest.mark.parametrize("port", ["70000", "-5", "0"])
+def test_the_launcher_checks_the_port_range(tmp_path, capsys, port):
+    from lotterypools.commands.multiproc import main
+
+    script = tmp_path / "s.py"
+    script.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        main(["--nproc_per_node", "2", "--master_port", port, str(script)])
+    assert stop.value.code == 2
+    assert f"--master_port {port} is not a TCP port: give one in 1..65535" in last_error_line(capsys)
+
+
+def test_the_launcher_checks_the_process_count(tmp_path, capsys):
+    from lotterypools.commands.multiproc import main
+
+    script = tmp_path / "s.py"
+    script.write_text("")
+    for count in ("0", "100000"):
+        with pytest.raises(SystemExit):
+            main(["--nproc_per_node", count, str(script)])
+        assert f"--nproc_per_node {count} and --nnodes 1 must be in 1..1024" in last_error_line(capsys)
+
+
+def _env():
+    import os
+
+    return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (waits for it a bounded while; a zombie counts as ended)."""
+    import os
+    import time
+
+    for _ in range(200):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                if handle.read().split(")")[-1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="parent-death signal: Linux only")
+def test_workers_die_with_a_killed_launcher():
+    import signal
+    import subprocess
+    import sys
+
+    child = ("import os, time; from lotterypools.commands.multiproc import die_with_parent; "
+             "die_with_parent(os.getppid()); print(os.getpid(), flush=True); time.sleep(60)")
+    parent = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', sys.argv[1]]); "
+              "time.sleep(60)")
+    launcher = subprocess.Popen([sys.executable, "-c", parent, child], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        worker = int(launcher.stdout.readline())
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        assert _gone(worker)
+    finally:
+        launcher.kill()
+        launcher.wait()
+        launcher.stdout.close()
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signalled_launcher_stops_its_workers_and_prints_one_line(tmp_path, signum):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "worker.py"
+    script.write_text("import os, sys, time\nprint('pid', os.getpid(), flush=True)\n"  # a script's own Ctrl-C line
+                      "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    sys.exit(130)\n")
+    launcher = subprocess.Popen([sys.executable, "-m", "lotterypools.commands.multiproc", "--nproc_per_node", "2",
+                                 "--master_port", str(port), str(script)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        workers = []
+        for line in launcher.stdout:
+            if "pid" in line:
+                workers.append(int(line.split()[-1]))
+            if len(workers) == 2:
+                break
+        launcher.send_signal(getattr(signal, signum))
+        launcher.wait(timeout=120)
+        err = launcher.stderr.read().strip().splitlines()
+        assert launcher.returncode == 128 + int(getattr(signal, signum)), err
+        assert err and err[-1].startswith(f"interrupted ({signum}): the launched processes were stopped")
+        assert not any("Traceback" in line for line in err), err
+        assert all(_gone(pid) for pid in workers)
+    finally:
+        launcher.kill()
+        launcher.wait()
+        launcher.stdout.close()
+        launcher.stderr.close()
+
+
+def test_imagenet_main_interrupt_message_names_a_command_that_works():
+    from lotterypools.commands import ensemble_freetickets, imagenet_edst
+
+    for module in (imagenet_edst, ensemble_freetickets):
+        source = Path(module.__file__).read_text()
+        assert "@cli_entry(interrupted=" in source  # not the default "rerun ... with --resume", which they reject
+    from lotterypools.errors import RERUN_CONTINUES
+
+    assert "--resume" not in RERUN_CONTINUES

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError, cli_entry
+from ..errors import NOTHING_TO_RESUME, UserError, cli_entry
 
 MODES = ("predict", "disagreement", "calibration", "KD", "tsne")
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=NOTHING_TO_RESUME)  # its --resume names the tickets' folder
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if args.mode not in MODES:

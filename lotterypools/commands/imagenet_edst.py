@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from ..cli import add_imagenet_arguments
-from ..errors import UserError, cli_entry
+from ..errors import RERUN_CONTINUES, UserError, cli_entry
 from .freetickets_common import add_sparse_arguments, sparse_config
 
 # The original's ImageNet --arch names -> the registry's ImageNet ResNets.
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=RERUN_CONTINUES)  # main.py has no --resume: rerunning continues
 def main(argv=None) -> list[dict]:
     args = build_parser().parse_args(argv)
     if args.model_config not in INIT_CONFIGS:
