@@ -571,3 +571,65 @@ def test_imagenet_main_interrupt_message_names_a_command_that_works():
     from lotterypools.errors import RERUN_CONTINUES
 
     assert "--resume" not in RERUN_CONTINUES
+
+
+# ---------------------------------------------------------------------------------------------- 8. data files
+class _Bomb:
+    def __init__(self, factory, args):
+        self.factory, self.args = factory, args
+
+    def __reduce__(self):
+        return self.factory, self.args
+
+
+@pytest.mark.parametrize("bomb", ["bytearray", "ndarray"])
+def test_a_cifar_batch_cannot_ask_for_more_memory_than_it_holds(tmp_path, bomb):
+    import pickle
+
+    import numpy as np
+
+    from lotterypools.data import _unpickle
+    from lotterypools.errors import UserError
+
+    factory, args = (bytearray, (10**13,)) if bomb == "bytearray" else (np.ndarray, ((10**13,), "u1"))
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": _Bomb(factory, args), "labels": [0]}, protocol=2))
+    with pytest.raises(UserError, match=f"{path} asks for a (bytearray|array) of 10000000000000 bytes, more than its"):
+        _unpickle(path)
+
+
+def test_honest_cifar_batches_still_load(tmp_path):
+    from helpers import write_cifar
+    from lotterypools.data import load_dataset
+
+    arrays = write_cifar(tmp_path, "cifar10", train=5050, test=40)
+    data = load_dataset("cifar10", tmp_path, download=False)
+    assert len(data.train) + len(data.val) == 5050 and len(data.test) == 40
+    assert arrays is not None
+
+
+def test_a_short_prac_split_file_is_refused(tmp_path):
+    import numpy as np
+
+    from lotterypools.errors import UserError
+    from lotterypools.prac import read_split_file
+
+    path = tmp_path / "split.npy"
+    np.save(path, np.arange(100))
+    with pytest.raises(UserError, match="lists 100 images, fewer than the 2000 of this data set's training split"):
+        read_split_file(path, total_images=7000, train_number=2000)
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_an_unsafe_raw_pickle_checkpoint_is_called_unsafe(tmp_path, protocol):
+    import os
+    import pickle
+
+    from lotterypools.errors import UserError
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"a": _Bomb(os.system, ("true",))}, protocol=protocol))
+    with pytest.raises(UserError) as error:
+        load_file(path)
+    message = str(error.value)
+    assert "is unsafe: it asks to load 'posix.system'" in message and "weights_only=False" not in message
