@@ -633,3 +633,18 @@ def test_an_unsafe_raw_pickle_checkpoint_is_called_unsafe(tmp_path, protocol):
         load_file(path)
     message = str(error.value)
     assert "is unsafe: it asks to load 'posix.system'" in message and "weights_only=False" not in message
+
+
+def test_pool_results_record_the_run_provenance(cli_run, tmp_path):
+    from lotterypools.commands.lottery_pools import main
+
+    data = cli_run.parent / "data"
+    main(["--interpolate_method", "Lottery_pools", "--interpolation_value_list", "0.5", "--search_num", "2",
+          "--bn_batches", "1", "--arch", "conv2", "--data", str(data), "--dataset", "fashionmnist", "--inference",
+          "--device", "cpu", "--no_progress", "--targets", "1", "--checkpoint", str(cli_run),
+          "--save_dir", str(tmp_path / "pools")])
+    run = json.loads((tmp_path / "pools" / "pools_results.json").read_text())["runs"][-1]
+    for key in ("command", "package_version", "commit", "torch", "torchvision", "time", "dataset", "data_dir",
+                "data_fingerprint", "normalisation"):
+        assert key in run, key
+    assert run["dataset"] == "fashionmnist" and run["data_fingerprint"]["sizes"]["train"] > 0

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     model = factory()
     store = TicketStore(files, model.state_dict(), f"--arch {args.arch} on {args.dataset}")
     data = load_data(args)
+    from ..provenance import data_provenance
+
+    args.data_provenance = data_provenance(data)  # recorded with the run in pools_results.json
     evaluator = build_evaluator(model, data, device, args.batch_size, args.bn_batches, args.seed)
     share = Share(context.rank, context.world_size)
     if share.is_main:
