@@ -183,8 +183,8 @@ def remove_stale_temporaries(path: Path) -> None:
     prefix = f".{path.name}."
     for stale in glob.glob(os.path.join(glob.escape(str(path.parent)), f"{glob.escape(prefix)}*.tmp")):
         middle = os.path.basename(stale)[len(prefix):-len(".tmp")]
-        ours = re.fullmatch(r"(\d+)-[a-z0-9_]{8}", middle)
-        if ours is None and not re.fullmatch(r"[a-z0-9_]{8}", middle):
+        ours = re.fullmatch(r"(\d+)-[a-z0-9_]+", middle)
+        if ours is None and not re.fullmatch(r"[a-z0-9_]+", middle):
             continue  # another file's temporary (``.<name>.<more>.<pid>-x.tmp``), not one of ``path``
         if ours is not None and _writer_alive(int(ours.group(1))):
             continue
