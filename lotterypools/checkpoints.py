@@ -42,11 +42,13 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error) or _refused_global(str(error)):
-            refused = _refused_global(str(error)) or _first_foreign_global(path)
-            what = f"it asks to load {refused!r}" if refused else "it holds pickle instructions beyond plain data"
-            raise UserError(f"checkpoint {path} is unsafe: {what}, and only tensors and plain data are loaded "
-                            f"(weights_only); use a checkpoint from a source you trust, re-saved as weights") from None
+        # torch names the refused global only for some pickles; the others are read (without running) for it
+        refused = _refused_global(str(error)) or (
+            _first_foreign_global(path) if "Weights only load failed" in str(error) else None)
+        if refused:
+            raise UserError(f"checkpoint {path} is unsafe: it asks to load {refused!r}, and only tensors and plain "
+                            f"data are loaded (weights_only); use a checkpoint from a source you trust, re-saved "
+                            f"as weights") from None
         raise UserError(_unreadable(path, error)) from None
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise UserError(_unreadable(path, error)) from None
