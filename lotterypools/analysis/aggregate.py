@@ -1,8 +1,11 @@
 """Seeds into tables: mean ± std of test accuracy per (method, density) over run folders of several seeds.
 
 Each run folder holds the ``pools_results.json`` of one seed's tickets. Folders are combined only when
-they agree on the architecture, the data set and every result-changing setting of every method; they must
-differ in their seed. The standard deviation is the sample one (n - 1 in the denominator); a cell with one
+they agree on the architecture, the data set, the ticket source (IMP, PrAC, SMS, FreeTickets) and every
+result-changing setting of every method; they must differ in their seed and pool different ticket folders
+(two pool runs over one ticket folder are one set of tickets, not two seeds). Every results file is checked
+for its shape and fields before anything is computed; ``only`` picks one method or settings group of a
+folder that holds several. The standard deviation is the sample one (n - 1 in the denominator); a cell with one
 seed has std 0 and says n = 1.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,8 @@ class RunFolder:
     dataset: str
     seed: int
     settings: dict[str, dict]  # method -> its result-changing settings
+    ticket_folder: str | None = None
+    source: str = "unknown"
     accuracy: dict[tuple[str, int], float] = field(default_factory=dict)
     density: dict[int, float] = field(default_factory=dict)
 
@@ -45,24 +51,112 @@ def _setting_text(settings: dict) -> str:
     return json.dumps({k: settings.get(k) for k in SETTING_FIELDS}, sort_keys=True)
 
 
-def read_run_folder(path: str | Path) -> RunFolder:
-    """The records of ``path``/pools_results.json (or of that file itself), checked to be one run's."""
+# The fields every record needs, and their types (bool is refused where a number is meant).
+RECORD_FIELDS = {"method": (str,), "target_round": (int,), "density": (int, float), "test_acc": (int, float),
+                 "arch": (str,), "dataset": (str,), "seed": (int,)}
+
+
+def _valid_records(file: Path, data: object) -> list[dict]:
+    """The records of a results file, each checked for its fields and types; one line naming the file if not."""
+    if not isinstance(data, dict) or not isinstance(data.get("records", []), list):
+        raise UserError(f"{file} is not a pools results file (a JSON object with a 'records' list, it holds a "
+                        f"{type(data).__name__}): give run folders written by Lottery_pools.py")
+    records = data.get("records", [])
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise UserError(f"{file}: record {index} is a {type(record).__name__}, not an object: the file is damaged; "
+                            f"rerun Lottery_pools.py into a fresh folder")
+        for name, types in RECORD_FIELDS.items():
+            value = record.get(name)
+            if name not in record:
+                raise UserError(f"{file}: record {index} has no '{name}' (written by an older version or edited): rerun "
+                                f"Lottery_pools.py with --overwrite to rewrite it")
+            if isinstance(value, bool) or not isinstance(value, types) or (
+                    isinstance(value, float) and not math.isfinite(value)):
+                raise UserError(f"{file}: record {index} ({record.get('method')}, round {record.get('target_round')}) "
+                                f"has {name} = {json.dumps(value)}, not a {'number' if float in types else types[0].__name__}: "
+                                f"rerun that target with Lottery_pools.py --overwrite")
+    return records
+
+
+def parse_only(items: Sequence[str]) -> dict[str, object]:
+    """``--only FIELD=VALUE`` selections: ``method`` or a setting field, VALUE read as JSON where it parses."""
+    chosen: dict[str, object] = {}
+    for item in items:
+        field_name, equals, text = item.partition("=")
+        if not equals or field_name not in ("method", *SETTING_FIELDS):
+            raise UserError(f"--only {item!r} must be FIELD=VALUE with FIELD one of method, {', '.join(SETTING_FIELDS)}")
+        try:
+            chosen[field_name] = json.loads(text)
+        except json.JSONDecodeError:
+            chosen[field_name] = text
+    return chosen
+
+
+def _matches(record: dict, only: dict[str, object]) -> bool:
+    """Whether ``record`` is in the ``only`` selection (the ticket's own records are always kept: the baseline)."""
+    if record["method"] == "ticket":
+        return True
+    return all(json.dumps(_plain(record.get(k))) == json.dumps(_plain(v)) for k, v in only.items())
+
+
+def _plain(value: object) -> object:
+    """Lists for tuples and floats for whole numbers, so ``1`` selects ``1.0`` and ``[0.5]`` a stored tuple."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def ticket_source(folder: str | None) -> str:
+    """What made the tickets of ``folder``: IMP, PrAC, SMS or FreeTickets (``unknown`` if it cannot be told)."""
+    if not folder or not Path(folder).is_dir():
+        return "unknown"
+    folder = Path(folder)
+    from ..core.provenance import read_provenance
+
+    scripts = [os.path.basename(str(run.get("command", "")).split(" ")[0]).lower()
+               for run in (read_provenance(folder) or {}).get("runs", [])]
+    for script in scripts:  # the training script that made the folder (provenance.json), by its name
+        for marker, source in (("prac", "PrAC"), ("sms", "SMS"), ("dst", "FreeTickets"), ("main_pf", "FreeTickets"),
+                               ("individual", "FreeTickets"), ("freetickets", "FreeTickets"), ("imp", "IMP")):
+            if marker in script:
+                return source
+    if (folder / "prac_sets.json").exists():
+        return "PrAC"
+    if any(folder.glob("history_*.json")):
+        return "FreeTickets"
+    if (folder / "settings.json").exists() or (folder / "level_0").is_dir():
+        return "IMP"
+    return "unknown"
+
+
+def read_run_folder(path: str | Path, only: dict[str, object] | None = None) -> RunFolder:
+    """The records of ``path``/pools_results.json (or of that file itself), checked to be one run's.
+
+    ``only`` (from :func:`parse_only`) keeps the records of one method or settings group.
+    """
     path = Path(path)
     file = path if path.is_file() else path / JSON_NAME
     if not file.exists():
         raise UserError(f"{path} holds no {JSON_NAME}: give run folders written by Lottery_pools.py")
-    records = (read_json(file, default={}) or {}).get("records", [])
-    if not records:
-        raise UserError(f"{file} holds no records: run Lottery_pools.py into {path} first")
-    missing = [r for r in records if "arch" not in r or "seed" not in r]
-    if missing:
-        raise UserError(f"{file} has records without arch/seed (written by an older version): rerun Lottery_pools.py "
-                        f"with --overwrite to rewrite them")
+    records = _valid_records(file, read_json(file, default={}))
+    if only:
+        records = [r for r in records if _matches(r, only)]
+    if not records or all(r["method"] == "ticket" for r in records) and only:
+        raise UserError(f"{file} holds no records{' matching --only' if only else ''}: run Lottery_pools.py into "
+                        f"{path} first{' or change --only' if only else ''}")
     identities = {(r["arch"], r["dataset"], r["seed"]) for r in records}
     if len(identities) > 1:
         raise UserError(f"{file} mixes runs of {sorted(map(str, identities))}: give one folder per seed and data set")
+    folders = {r.get("ticket_folder") for r in records if r.get("ticket_folder")}
+    if len(folders) > 1:
+        raise UserError(f"{file} holds pool runs over several ticket folders ({', '.join(sorted(folders))}): give one "
+                        f"folder per ticket folder")
     arch, dataset, seed = identities.pop()
-    run = RunFolder(path, arch, dataset, seed, {})
+    ticket_folder = folders.pop() if folders else None
+    run = RunFolder(path, arch, dataset, seed, {}, ticket_folder, ticket_source(ticket_folder))
     for record in records:
         method = record["method"]
         if method != "ticket":
@@ -71,7 +165,7 @@ def read_run_folder(path: str | Path) -> RunFolder:
             if _setting_text(known) != text:
                 differ = [k for k in SETTING_FIELDS if known.get(k) != record.get(k)]
                 raise UserError(f"{file} holds {method} with several settings (they differ in {', '.join(differ)}): "
-                                f"move one setting's records into another folder before aggregating")
+                                f"choose one with --only {differ[0]}=VALUE (or --only method=NAME)")
         run.accuracy[method, record["target_round"]] = record["test_acc"]
         run.density[record["target_round"]] = record["density"]
     return run
@@ -80,6 +174,21 @@ def read_run_folder(path: str | Path) -> RunFolder:
 def check_combinable(runs: Sequence[RunFolder]) -> None:
     """One-line errors for folders that are not seeds of one experiment."""
     first = runs[0]
+    pooled: dict[str, RunFolder] = {}
+    for run in runs:
+        if run.ticket_folder is None:
+            continue
+        same = pooled.setdefault(run.ticket_folder, run)
+        if same is not run:
+            raise UserError(f"{same.path} and {run.path} pool the same tickets ({run.ticket_folder}; seeds {same.seed} "
+                            f"and {run.seed} only label them): they are one seed, not two; aggregate pool runs over "
+                            f"the tickets of different seeds")
+    sources = {run.source for run in runs} - {"unknown"}
+    if len(sources) > 1:
+        a = next(r for r in runs if r.source in sources)
+        b = next(r for r in runs if r.source in sources and r.source != a.source)
+        raise UserError(f"{a.path} pools {a.source} tickets but {b.path} pools {b.source} tickets: aggregate runs over "
+                        f"one ticket source only")
     for run in runs[1:]:
         if (run.arch, run.dataset) != (first.arch, first.dataset):
             raise UserError(f"{run.path} is {run.arch} on {run.dataset} but {first.path} is {first.arch} on "

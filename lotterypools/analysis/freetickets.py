@@ -60,19 +60,27 @@ def weights_density(weights: Mapping[str, torch.Tensor], names: Sequence[str]) -
 
 
 def load_tickets(paths: Sequence[Path], reference: Mapping[str, torch.Tensor], names: Sequence[str],
-                 model_name: str, density: float | None = None) -> list[Ticket]:
+                 model_name: str, density: float | None = None, dataset: str | None = None,
+                 normalisation: tuple[Sequence[float], Sequence[float]] | None = None) -> list[Ticket]:
     """Read every ticket and check it against ``--model`` (tensor names and shapes) and the density.
 
     With ``density`` every ticket must have it (within 0.01); without, all tickets must share one density.
+    With ``dataset`` (and ``normalisation``, mean and std) tickets recorded as made on other data are refused
+    (:func:`lotterypools.provenance.check_tickets_match`).
     """
+    from ..core.provenance import check_tickets_match
+
     tickets = []
     for path in paths:
         saved = load_file(path)
+        if dataset is not None:
+            mean, std = normalisation if normalisation is not None else (None, None)
+            check_tickets_match(path, dataset, "--dataset", mean, std, saved if isinstance(saved, dict) else None)
         weights = state_dict_of(saved, path)
         arch = saved.get("arch") if isinstance(saved, dict) else None
         differ = tensor_differences(weights, reference).names
         if differ or (isinstance(arch, str) and arch != model_name):
-            what = f"a {arch}" if isinstance(arch, str) else f"another model ({len(differ)} tensors differ, e.g. {differ[0]})"
+            what = f"a {arch}" if isinstance(arch, str) and arch != model_name else f"another model ({len(differ)} tensors differ, e.g. {differ[0]})"
             raise UserError(f"{path} is a ticket of {what}, not of --model {model_name}: give the --model the "
                             f"tickets were trained with, or a folder of {model_name} tickets")
         masks = saved.get("masks") if isinstance(saved, dict) else None

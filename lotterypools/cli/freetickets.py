@@ -184,8 +184,13 @@ def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:
     """PF's dense model: a bare state dict or a checkpoint with ``state_dict``, checked against ``--model``."""
     from ..core.torchfiles import load_file, state_dict_of, tensor_differences
     from ..core.errors import UserError
+    from ..core.provenance import check_tickets_match
+    from ..data.datasets import freetickets_spec
 
-    state = state_dict_of(load_file(path), Path(path))
+    saved = load_file(path)
+    spec = freetickets_spec(data)  # a model of another data set (or normalisation) is refused before its shapes
+    check_tickets_match(path, data, "--pretrain", spec.mean, spec.std, saved if isinstance(saved, dict) else None)
+    state = state_dict_of(saved, Path(path))
     reference = factory().state_dict()
     differ = tensor_differences(state, reference).names
     if differ:
@@ -230,8 +235,10 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     if getattr(args, "select_on_test", False):
         feeds.evaluate = selecting_on_test(feeds.evaluate)
     name = {"DST": "dst", "EDST": "edst", "individual": f"seed{args.seed}"}.get(method) or Path(args.pretrain).stem
+    from ..core.provenance import data_provenance
+
     run = FreeTicketsRun(run_config, plan, factory, feeds, device, save_dir, name=name, start_weights=start,
-                         bare_tickets=method == "individual")
+                         bare_tickets=method == "individual", data_provenance=data_provenance(data))
     records = run.run()
     log(format_table(records, ["ticket", "epoch", "density", "val_acc", "test_acc"]))
     return records

@@ -120,7 +120,8 @@ def run_pool_job(args: argparse.Namespace, store: TicketStore, evaluator: PoolEv
 def _provenance(args: argparse.Namespace) -> dict:
     from ..core.records import provenance
 
-    return provenance(**recorded_settings(args))
+    # the data's name, normalisation, folder and fingerprint, when the command set them (lottery_pools.main)
+    return provenance(**{**recorded_settings(args), **getattr(args, "data_provenance", {})})
 
 
 def summarise(results: PoolResultsFile, title: str, ood: OODBenchmark | None = None) -> None:

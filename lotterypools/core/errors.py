@@ -37,5 +37,12 @@ def cli_entry(main: Callable[..., object] | None = None, *, interrupted: str = R
         except KeyboardInterrupt:
             print(interrupted, file=sys.stderr)
             sys.exit(130)
+        except OSError as error:  # a write outside atomic_output (a plot) on a full or failing disk: one line too
+            from .files import DISK_ERRNOS, disk_error
+
+            if error.errno not in DISK_ERRNOS:
+                raise
+            print(f"error: {disk_error(error.filename or 'an output file', error)}", file=sys.stderr)
+            sys.exit(2)
 
     return wrapper

@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import os
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -62,13 +60,10 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], digi
 
 
 def provenance(**extra: Any) -> dict[str, Any]:
-    """Commit, package versions and machine, stored next to every result."""
-    import torch
+    """Command, package version and commit, library versions, machine and time, stored next to every result.
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"commit": commit, "torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.platform(), **extra}
+    ``extra`` adds the run's settings (and its data: :func:`lotterypools.provenance.data_provenance`).
+    """
+    from .provenance import command_line, now, software
+
+    return {**software(), "command": command_line(), "time": now(), **extra}

@@ -29,7 +29,9 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        refused = _refused_global(str(error))
+        # torch names the refused global only for some pickles; the others are read (without running) for it
+        refused = _refused_global(str(error)) or (
+            _first_foreign_global(Path(path)) if "Weights only load failed" in str(error) else None)
         if refused:
             raise UserError(f"checkpoint {path} is unsafe: it asks to load {refused!r}, and only tensors and plain "
                             f"data are loaded (weights_only); use a checkpoint from a source you trust, re-saved "
@@ -39,9 +41,47 @@ def load_file(path: str | os.PathLike) -> Any:
         raise UserError(_unreadable(path, error)) from None
 
 
+# Globals a plain tensor checkpoint names; any other one is what made torch's weights-only loader refuse a file.
+_PLAIN_CHECKPOINT_MODULES = ("torch", "collections", "builtins", "__builtin__", "copyreg", "_codecs", "numpy")
+
+
+def _first_foreign_global(path: Path) -> str | None:
+    """The first function or class a pickle (raw, or a torch zip's ``data.pkl``) names outside plain tensor data.
+
+    Read with :func:`pickletools.genops`, which decodes instructions without running any of them.
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+        strings: list[str] = []
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("GLOBAL", "INST"):
+                found = str(arg).replace(" ", ".")
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found = f"{strings[-2]}.{strings[-1]}"
+            else:
+                if isinstance(arg, str):
+                    strings.append(arg)
+                continue
+            if not found.startswith(tuple(m + "." for m in _PLAIN_CHECKPOINT_MODULES)):
+                return found
+    except Exception:  # an unparsable pickle: unsafe all the same, just without a name
+        return None
+    return None
+
+
 def _unreadable(path: Path, error: Exception) -> str:
     """One line naming the file and torch's whole reason (its lines joined)."""
     reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    if "weights_only" in reason:  # never pass on torch's advice to load with weights_only=False
+        reason = reason.split(".")[0]
     return (f"checkpoint {path} is unreadable ({type(error).__name__}: {reason}); it may be truncated or not a "
             f"PyTorch file: remove it or point to another")
 

@@ -164,19 +164,60 @@ class PlainDataUnpickler(pickle.Unpickler):
     """An unpickler that builds plain data only (arrays, lists, dicts, strings, bytes, numbers) and runs no code.
 
     A pickle naming any other function or class is refused with a one-line :class:`UserError` naming the file.
+    The constructors that allocate by a size argument (``numpy.ndarray``, numpy's ``_reconstruct``,
+    ``bytearray``) are bounded by the file's own size: an honest batch carries its data's bytes, so a request
+    for more than the file could hold (``bytearray(10**13)``) is refused before anything is allocated.
     """
 
     def __init__(self, handle, path: Path):
         super().__init__(handle, encoding="latin1")
         self.path = path
+        self.limit = os.path.getsize(path) + (1 << 20)  # one MiB of slack for headers and small objects
 
     def find_class(self, module: str, name: str):
         if (module, name) in _NUMPY_REBUILDERS:
-            return _numpy_rebuilder(*_NUMPY_REBUILDERS[module, name])
+            found = _numpy_rebuilder(*_NUMPY_REBUILDERS[module, name])
+            return self._bounded_reconstruct(found) if name == "_reconstruct" else found
+        if (module, name) == ("numpy", "ndarray"):
+            return self._bounded_ndarray
+        if name == "bytearray" and (module, name) in _PLAIN_GLOBALS:
+            return self._bounded_bytearray
         if (module, name) in _PLAIN_GLOBALS:
             return super().find_class(module, name)
         raise UserError(f"{self.path} is unsafe: it asks to load {module + '.' + name!r}, and a data file may hold only "
                         f"plain data (arrays, lists, dicts, strings, numbers); delete it and download the data set again")
+
+
+    def _check_size(self, count: int, what: str) -> None:
+        if count > self.limit:
+            raise UserError(f"{self.path} asks for a {what} of {count} bytes, more than its {self.limit - (1 << 20)} "
+                            f"bytes can hold: the file is damaged or not a data set batch; delete it and download "
+                            f"the data set again")
+
+    def _array_bytes(self, shape, dtype=float) -> int:
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        if not all(isinstance(d, int) and d >= 0 for d in dims):
+            raise UserError(f"{self.path} asks for an array of shape {shape!r}: the file is damaged; delete it and "
+                            f"download the data set again")
+        return int(np.prod(dims, dtype=object)) * np.dtype(dtype).itemsize
+
+    def _bounded_ndarray(self, shape, dtype=float, *rest, **kwargs):
+        self._check_size(self._array_bytes(shape, dtype), "array")
+        return np.ndarray(shape, dtype, *rest, **kwargs)
+
+    def _bounded_bytearray(self, *args):
+        if args and isinstance(args[0], int):
+            self._check_size(args[0], "bytearray")
+        return bytearray(*args)
+
+    def _bounded_reconstruct(self, reconstruct):
+        def bounded(cls, shape, dtype, *rest):
+            if cls == self._bounded_ndarray:
+                cls = np.ndarray
+            self._check_size(self._array_bytes(shape, dtype if not isinstance(dtype, bytes) else dtype.decode()),
+                             "array")
+            return reconstruct(cls, shape, dtype, *rest)
+        return bounded
 
 
 def _numpy_rebuilder(module: str, name: str):

@@ -3,7 +3,7 @@
 Each record names itself: its method, target round and every setting that changes its numbers
 (:data:`IDENTITY_FIELDS` and :data:`SETTING_FIELDS`), so runs with other settings coexist in one file and a
 rerun recognises the records it already made. Every change is a read-merge-write under an exclusive lock
-on ``.pools_results.lock`` (``fcntl.flock``), followed by an atomic rename: runs that write into one
+on ``.pools_results.lock`` (:mod:`filelock`, as the run-folder lock), followed by an atomic rename: runs that write into one
 folder at the same time (other methods, other settings, other processes) all keep their records, and a
 crash or a full disk leaves the file as it was before that write.
 """
@@ -20,10 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..core.errors import UserError
 from ..core.records import format_table, provenance, read_json, write_csv, write_json
 
-try:
-    import fcntl
-except ImportError:  # not on POSIX: no lock, a single writer at a time is the user's job
-    fcntl = None
+import filelock
 
 IDENTITY_FIELDS = ["arch", "dataset", "seed", "ticket_folder"]
 SETTING_FIELDS = ["coefficients", "search_num", "bn_mode", "bn_batches", "bn_batch_size", "prune_mode", "ema_value"]
@@ -107,14 +104,8 @@ class PoolResultsFile:
     def locked(self) -> Iterator[None]:
         """Hold the folder's exclusive lock (waits while another run writes)."""
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.save_dir / LOCK_NAME, "a") as handle:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+        with filelock.FileLock(str(self.save_dir / LOCK_NAME)):
+            yield
 
     def find(self, record: dict) -> dict | None:
         """The stored record with ``record``'s key, if any."""

@@ -151,8 +151,13 @@ def result_record(result: PoolResult, method: str, ticket: Mapping, fields: Mapp
 
 def save_pooled_ticket(result: PoolResult, names: list[str], folder: Path) -> Path:
     """Write a pooled ticket in the original layout (``weight_orig`` + ``weight_mask``), readable as a ticket."""
-    masks = magnitude_masks(result.weights, names, result.kept) if result.kept is not None else {}
+    from ..training.guards import check_finite, check_ticket_density
+
     path = paths.round_best(folder, result.target.round)
+    check_finite(result.weights, f"pooled ticket {path}: weight")  # a soup of non-finite tickets is never written
+    masks = magnitude_masks(result.weights, names, result.kept) if result.kept is not None else {}
+    if masks:
+        check_ticket_density(masks, result.kept, path)
     atomic_save(round_checkpoint_dict(result.target.round, join_pruned_state(result.weights, masks), result.val_acc,
                                       method=result.method, chosen_rounds=result.chosen_rounds, alphas=result.alphas),
                 path)

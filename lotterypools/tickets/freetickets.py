@@ -186,8 +186,10 @@ class FreeTicketsRun:
     def __init__(self, config: RunConfig, plan: TrainingPlan, model_factory: Callable[[], nn.Module], feeds: DataFeeds,
                  device: torch.device, save_dir: Path, name: str = "run", start_weights: dict | None = None,
                  is_main: bool = True, wrap: Callable[[nn.Module], nn.Module] = lambda model: model,
-                 bare_tickets: bool = False, log: Callable[[str], None] = log):
+                 bare_tickets: bool = False, log: Callable[[str], None] = log, data_provenance: dict | None = None):
         config.sparse_config.validate()
+        # the data's name, normalisation, folder and fingerprint for provenance.json (lotterypools.provenance)
+        self.data_provenance = data_provenance or {"dataset": config.data}
         self.config, self.plan, self.factory, self.feeds = config, plan, model_factory, feeds
         self.device, self.save_dir, self.name = device, Path(save_dir), name
         self.start_weights, self.is_main, self.wrap = start_weights, is_main, wrap
@@ -204,8 +206,10 @@ class FreeTicketsRun:
                              f"--model {self.config.model}")
             model.load_state_dict(self.start_weights)
         masks = initial_masks(model, self.config.sparse_config, self.config.seed) if self.config.sparse else {}
+        # the kept count every ticket of the run must have (DST's updates replace as many weights as they remove)
+        planned = sum(int(m.count_nonzero()) for m in masks.values()) if masks else None
         return model, {"next_epoch": 0, "best": {}, "history": [], "masks": masks, "optimizer": None,
-                       "trajectory": [], "updates": []}
+                       "trajectory": [], "updates": [], "planned_kept": planned}
 
     def _load_progress(self) -> tuple[nn.Module, dict] | None:
         if not self.progress_path.exists():
@@ -228,7 +232,19 @@ class FreeTicketsRun:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[dict]:
-        """Train every epoch not yet done (on the engine's :func:`~lotterypools.training.engine.fit`); return the tickets' records."""
+        """Train every epoch not yet done (on the engine's :func:`~lotterypools.training.engine.fit`); return the tickets' records.
+
+        The folder is locked for this run name (``.<name>.lock``) while it trains: a second run of the same name
+        into it is refused; its provenance is recorded (:mod:`lotterypools.core.runlock`).
+        """
+        from ..core.provenance import run_entry
+        from ..core.runlock import hold_run_folder
+
+        with hold_run_folder(self.save_dir, run_entry(self.device, **self.data_provenance), name=self.name,
+                             is_main=self.is_main):
+            return self._run()
+
+    def _run(self) -> list[dict]:
         model, state = self._load_progress() or self._fresh()
         model.to(self.device)
         masked = MaskedWeights(model, state["masks"]) if state["masks"] else None
@@ -298,12 +314,26 @@ class FreeTicketsRun:
         if not self.is_main:
             return
         weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        self._check_ticket(weights, masked, state, self.save_dir / phase.ticket)
         ticket = weights if self.bare_tickets else {
             "epoch": record["epoch"], "state_dict": weights, "masks": masked.state() if masked is not None else {},
             "arch": self.config.model, "dataset": self.config.data, "method": self.config.method,
             "density": record["density"], "val_acc": record["val_acc"], "test_acc": record["test_acc"],
             "seed": self.config.seed}
         atomic_save(ticket, self.save_dir / phase.ticket)
+
+    def _check_ticket(self, weights: dict, masked, state: dict, path: Path) -> None:
+        """Refuse to write a ticket from non-finite weights, or whose masks keep another count than planned."""
+        from ..training.guards import check_finite, check_ticket_density
+
+        check_finite(weights, "the ticket's weight")
+        if masked is None:
+            return
+        planned = state.get("planned_kept")
+        if planned is None and self.config.sparse_config.sparse_init != "resume":  # progress written before the field
+            planned = round(self.config.sparse_config.density * sum(m.numel() for m in masked.masks.values()))
+        if planned is not None:
+            check_ticket_density(masked.masks, planned, path)
 
     def _write_side_files(self, state: dict) -> None:
         write_json(self.save_dir / f"history_{self.name}.json",

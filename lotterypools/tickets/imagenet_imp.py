@@ -53,6 +53,9 @@ class LevelRun(IMPEngine):
         super().__init__(config, model_factory, train, ShardedEvaluator(data, context, config.workers, config.amp),
                          OpenLTHLayout(save_dir, config), context.device, policy=policy, hooks=hooks, log=log,
                          progress=progress, context=context)
+        from ..core.provenance import data_provenance
+
+        self.data_provenance = data_provenance(data)
 
     def run(self) -> list[dict]:
         """Train levels 0..``pruning_times - 1`` (continuing a run in the folder); one record per level."""

@@ -38,6 +38,9 @@ class IMPRun(IMPEngine):
         super().__init__(config, model_factory, train, SplitEvaluator(data, device, config.amp),
                          OriginalLayout(save_dir, config, plot_curve), device, policy=policy, hooks=hooks, log=log,
                          progress=progress)
+        from ..core.provenance import data_provenance
+
+        self.data_provenance = data_provenance(data)
 
     def run(self, resume: bool = False, checkpoint: Path | None = None) -> list[dict]:
         """Train all rounds; with ``resume``, continue from ``checkpoint`` or the last one in the folder."""

@@ -254,6 +254,9 @@ def read_split_file(path: str | Path, total_images: int, train_number: int) -> t
     if (counts > 1).any():
         raise UserError(f"--split_file {path} repeats index {int(values[counts > 1][0])} "
                         f"({int((counts > 1).sum())} repeated values); every image may appear once")
+    if array.size < train_number:  # a short file would silently train round 0 on a fraction of the split
+        raise UserError(f"--split_file {path} lists {array.size} images, fewer than the {train_number} of this data "
+                        f"set's training split: use the split file of this --dataset (or omit the flag)")
     first = array[:train_number]
     if (first >= train_number).any():
         raise UserError(f"--split_file {path} puts validation image {int(first[first >= train_number][0])} among its "

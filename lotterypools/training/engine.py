@@ -73,7 +73,9 @@ from ..training.masks import load_into, split_pruned_state
 from ..config.settings import IMPConfig, changed_settings
 from ..core.device import derived_seed
 from ..core.errors import UserError
-from .masks import apply_masks, density, masks_of, prune_globally, refresh_masked_weights, remove_masks
+from .guards import check_finite, check_ticket_density
+from .masks import apply_masks, density, kept_count, masks_of, prunable_modules, prune_globally, \
+    refresh_masked_weights, remove_masks
 from ..core.console import log
 from ..core.records import format_table, read_json, write_json
 from .loop import EpochStats, TrainingHook, build_optimizer, build_scheduler, prepare_model, \
@@ -278,6 +280,8 @@ class IMPEngine:
         self.progress = progress and self.is_main
         self._rewind_cache: Weights | None = None
         self.model: nn.Module | None = None  # the current round's model, for the policy
+        # the data's name, normalisation, folder and fingerprint for provenance.json (set by IMPRun, LevelRun)
+        self.data_provenance: dict[str, Any] = {"dataset": config.dataset}
 
     @property
     def save_dir(self) -> Path:
@@ -289,7 +293,15 @@ class IMPEngine:
 
         ``resume=False`` refuses a folder that holds a run, ``True`` requires one, ``None`` continues one
         if present (OpenLTH's rerun-to-continue). ``checkpoint`` continues from that round checkpoint.
+        The folder is locked for the run's lifetime and its provenance recorded (:mod:`lotterypools.runlock`).
         """
+        from ..core.provenance import run_entry
+        from ..core.runlock import hold_run_folder
+
+        with hold_run_folder(self.save_dir, run_entry(self.device, **self.data_provenance), is_main=self.is_main):
+            return self._run(resume, checkpoint)
+
+    def _run(self, resume: bool | None, checkpoint: Path | None) -> list[dict]:
         cfg = self.config
         model, progress, plan = self._starting_point(resume, checkpoint)
         while True:
@@ -466,9 +478,15 @@ class IMPEngine:
         """Prune the finished round's last weights, then rewind the survivors for round ``round_index``."""
         cfg = self.config
         model = _contiguous(model)
+        check_finite(model.named_parameters(), f"round {round_index - 1}'s pruning score (weight)")
+        before = masks_of(model)
+        remaining = kept_count(before) if before else sum(
+            module.weight.numel() for _, module in prunable_modules(model, cfg.include_linear))
         prune_globally(model, cfg.rate, cfg.include_linear, cfg.random_prune,
                        generator_seed=derived_seed(cfg.seed, round_index - 1, 10**6))
         masks = masks_of(model)
+        # torch prunes round(rate * remaining) of the surviving weights; one weight of slack for its rounding
+        check_ticket_density(masks, remaining - round(cfg.rate * remaining), f"of round {round_index}", tolerance=1)
         remove_masks(model)
         start = self.policy.start_weights(round_index, self)
         model.load_state_dict(start if start is not None else self.rewind_state())

@@ -108,12 +108,17 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
 
     ``hooks`` are called at every step (see :class:`TrainingHook`); ``epoch`` and ``first_step`` only
     number the steps they see; ``label_smoothing`` goes to the cross-entropy (0: none). ``progress`` labels a
-    bar, drawn only on a terminal (a log file gets no carriage returns), whoever the caller is.
+    bar, drawn only on a terminal (a log file gets no carriage returns), whoever the caller is. A non-finite loss
+    (or weight at the epoch's end) raises :class:`~lotterypools.training.guards.DivergenceError` naming the epoch
+    and step.
     """
+    from .guards import FiniteWatch, check_finite
+
     model.train()
+    watch = FiniteWatch(device, epoch)  # the divergence flag stays on the device; read every CHECK_EVERY steps
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    seen = done = 0
     bar = progress is not None and progress_wanted()
     for index, batch in enumerate(progress_bar(batches, progress or "", bar, total=total)):
         images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
@@ -121,6 +126,7 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
         with autocast_context(device, amp):
             logits = model(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        watch.observe(loss, first_step + index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         step = Step(model, optimizer, epoch, first_step + index, images, labels, logits.detach(), loss.detach(), indices)
@@ -131,7 +137,11 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
             hook.after_step(step)
         loss_sum += loss.detach() * labels.shape[0]
         correct += (logits.detach().argmax(1) == labels).sum()
-        seen += labels.shape[0]
+        seen, done = seen + labels.shape[0], index + 1
+        if watch.due(index):
+            watch.check()
+    watch.check()
+    check_finite(model.named_parameters(), "weight", epoch + 1, first_step + done)
     return EpochStats(float(loss_sum) / max(seen, 1), 100.0 * float(correct) / max(seen, 1))
 
 

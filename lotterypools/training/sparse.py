@@ -284,9 +284,9 @@ class MaskUpdater(TrainingHook):
         if self.config.fix:
             return
         if step.step in self.large_death_steps:
-            self.update(self.config.large_death_rate, step.optimizer, step.step)
+            self.update(self.config.large_death_rate, step.optimizer, step.step, epoch=step.epoch)
         elif (step.step + 1) % self.config.update_frequency == 0:
-            self.update(self.current_death_rate(step.step), step.optimizer, step.step)
+            self.update(self.current_death_rate(step.step), step.optimizer, step.step, epoch=step.epoch)
 
     def current_death_rate(self, step: int) -> float:
         start = max(s for s in self.phase_starts if s <= step)
@@ -295,8 +295,23 @@ class MaskUpdater(TrainingHook):
         return death_rate_at(self.config, step - start, end - start)
 
     @torch.no_grad()
-    def update(self, rate: float, optimizer: torch.optim.Optimizer | None, step: int) -> None:
-        """Replace ``ceil(rate * active)`` weights of every sparse layer: magnitude death, then growth."""
+    def update(self, rate: float, optimizer: torch.optim.Optimizer | None, step: int, epoch: int | None = None) -> None:
+        """Replace ``ceil(rate * active)`` weights of every sparse layer: magnitude death, then growth.
+
+        Non-finite scores (weights, or gradients for gradient growth) are refused with a
+        :class:`~lotterypools.guards.DivergenceError`: NaN ranks above everything in ``topk``, so an update
+        from them would regrow without dying and turn a sparse network dense. After the update every layer
+        must keep as many weights as before (death and growth replace the same count).
+        """
+        from .guards import check_finite
+
+        scores = [(name, p) for name, p in self.weights.params.items()]
+        if self.config.growth == "gradient":
+            scores += [(f"{name} gradient", p.grad) for name, p in self.weights.params.items() if p.grad is not None]
+        # the update reads mask counts on the host anyway, so this check adds no new kind of synchronisation
+        check_finite(scores, "the mask-update score of", epoch + 1 if epoch is not None else None,
+                     step + 1 if epoch is not None else None)
+        before = self.weights.counts()
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         replaced = 0
         for name, param in self.weights.params.items():
@@ -319,6 +334,11 @@ class MaskUpdater(TrainingHook):
             self._reset_momentum(param, optimizer, grown_mask)
             replaced += count
         self.weights.apply(optimizer, momentum=not self.config.stale_momentum)
+        after = self.weights.counts()
+        if after != before:
+            changed = next(name for name in before if before[name] != after[name])
+            raise RuntimeError(f"mask update at step {step + 1} changed {changed}'s kept count from {before[changed]} "
+                               f"to {after[changed]}: death and growth must replace the same number of weights")
         self.updates.append({"step": step, "rate": rate, "replaced": replaced})
         self._check_processes_agree()
 

@@ -26,21 +26,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="folder for the tables, aggregate.json and the plots")
     parser.add_argument("--title", default=None, help="plot title (default: model and data set in words, and the number of seeds)")
     parser.add_argument("--digits", type=int, default=2, help="decimals in the Markdown tables (default 2)")
+    parser.add_argument("--only", action="append", default=[], metavar="FIELD=VALUE",
+                        help="keep one method or settings group of folders that hold several, e.g. "
+                             "--only method=Lottery_pools or --only search_num=50 (repeatable; ticket rows are kept)")
     return parser
 
 
 @cli_entry(interrupted=NOTHING_TO_RESUME)
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from ...analysis.aggregate import check_combinable, gain_markdown, markdown_table, read_run_folder
+    from ...analysis.aggregate import check_combinable, gain_markdown, markdown_table, parse_only, read_run_folder
     from ...core.console import log
     from ...core.files import check_writable_folder
     from ...experiments.report import write_report
 
     out = Path(args.out)
-    if args.digits < 0:
-        raise UserError(f"--digits {args.digits} must be 0 or more (decimals in the Markdown tables)")
-    runs = [read_run_folder(folder) for folder in args.run_folders]
+    if not 0 <= args.digits <= 10:
+        raise UserError(f"--digits {args.digits} must be 0 to 10 (decimals in the Markdown tables)")
+    only = parse_only(args.only)
+    runs = [read_run_folder(folder, only) for folder in args.run_folders]  # every file checked before any work
     check_combinable(runs)  # refused folders leave no --out folder behind
     check_writable_folder(out, "--out")
     summary = write_report(runs, out, args.title, args.digits)

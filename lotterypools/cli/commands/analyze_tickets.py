@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     from ...formats.original import ticket_files
 
     ticket_files(args.checkpoint)  # a wrong ticket folder is reported before an output folder is made
+    from ...data.datasets import dataset_spec
+    from ...core.provenance import check_tickets_match
+
+    spec = dataset_spec(args.dataset)
+    check_tickets_match(args.checkpoint, spec.name, "--dataset", spec.mean, spec.std)
     flag = "--save_dir" if args.save_dir else "--checkpoint (the results' default folder)"
     check_writable_folder(Path(args.save_dir or args.checkpoint), flag, create=False)
     run_command(args)

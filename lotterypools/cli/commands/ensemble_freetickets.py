@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from ...core.errors import UserError, cli_entry
+from ...core.errors import NOTHING_TO_RESUME, UserError, cli_entry
 
 MODES = ("predict", "disagreement", "calibration", "KD", "tsne")
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=NOTHING_TO_RESUME)  # its --resume names the tickets' folder
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if args.mode not in MODES:
@@ -55,7 +55,11 @@ def main(argv=None) -> dict:
     from ...core.console import log
     from ...core.records import read_json, write_json
 
+    from ...core.files import check_writable_folder
+
     folder = Path(args.resume)
+    if folder.is_dir():  # the results go into the tickets' folder: refuse an unwritable one before the work
+        check_writable_folder(folder, "--resume", create=False)
     result = run_tsne(args, folder) if args.mode == "tsne" else run_on_tickets(args, folder)
     results_path = folder / "ensemble_results.json"
     write_json(results_path, {**read_json(results_path, default={}), args.mode: result})
@@ -78,7 +82,8 @@ def run_on_tickets(args: argparse.Namespace, folder) -> dict:
         check_density(args.density)
     spec = freetickets_spec(args.dataset)
     model = build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
-    tickets = load_tickets(find_tickets(folder), model.state_dict(), sparse_weight_names(model), args.model, args.density)
+    tickets = load_tickets(find_tickets(folder), model.state_dict(), sparse_weight_names(model), args.model, args.density,
+                           dataset=spec.name, normalisation=(spec.mean, spec.std))
     names = [str(t.path.relative_to(folder)) for t in tickets]
     log(f"{len(tickets)} tickets of {args.model} in {folder}: " +
         ", ".join(f"{n} (density {t.density:.4f})" for n, t in zip(names, tickets)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from ..flags import add_imagenet_arguments
-from ...core.errors import UserError, cli_entry
+from ...core.errors import RERUN_CONTINUES, UserError, cli_entry
 from ..freetickets import add_sparse_arguments, sparse_config
 
 # The original's ImageNet --arch names -> the registry's ImageNet ResNets.
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=RERUN_CONTINUES)  # main.py has no --resume: rerunning continues
 def main(argv=None) -> list[dict]:
     args = build_parser().parse_args(argv)
     if args.model_config not in INIT_CONFIGS:
@@ -84,8 +84,10 @@ def main(argv=None) -> list[dict]:
         log(f"EDST on {len(data.train)} train / {len(data.val)} held-out / {len(data.test)} test images; {args.arch} on "
             f"{context.world_size} process(es), {context.device}; density {config.density:g}; {plan.epochs} epochs, "
             f"{len(plan.phases)} tickets into {args.save_dir}")
+    from ...core.provenance import data_provenance
+
     run = FreeTicketsRun(run_config, plan, factory, feeds, context.device, Path(args.save_dir), name="imagenet",
-                         is_main=context.is_main, wrap=data_parallel(context))
+                         is_main=context.is_main, wrap=data_parallel(context), data_provenance=data_provenance(data))
     records = run.run()
     if context.is_main:
         log(format_table(records, ["ticket", "epoch", "density", "val_acc", "test_acc"]))

@@ -54,12 +54,18 @@ def main(argv: list[str] | None = None) -> None:
     check_targets(args.targets, [f.round for f in files], args.checkpoint)
     factory = model_factory(args)
     spec = dataset_spec(args.dataset)
+    from ...core.provenance import check_tickets_match
+
+    check_tickets_match(args.checkpoint, spec.name, "--dataset", spec.mean, spec.std)
     ood = open_benchmark(args, spec.channels, spec.image_size)
     context = start_pool_processes(args)
     device = context.device
     model = factory()
     store = TicketStore(files, model.state_dict(), f"--arch {args.arch} on {args.dataset}")
     data = load_data(args)
+    from ...core.provenance import data_provenance
+
+    args.data_provenance = data_provenance(data)  # recorded with the run in pools_results.json
     evaluator = build_evaluator(model, data, device, args.batch_size, args.bn_batches, args.seed)
     share = Share(context.rank, context.world_size)
     if share.is_main:

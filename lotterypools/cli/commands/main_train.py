@@ -44,6 +44,13 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("give exactly one of --init_dir (start from a checkpoint's weights) and --random_init")
     save_dir = Path(args.save_dir or f"runs/retrain_{args.dataset}_{args.arch}_seed{args.seed}")
     config = imp_config(args, prune_type="lt", pruning_times=1)
+    from ...data.datasets import dataset_spec
+    from ...core.provenance import check_tickets_match
+
+    spec = dataset_spec(args.dataset)
+    for flag, given in (("--mask_dir", args.mask_dir), ("--init_dir", args.init_dir)):
+        if given:  # the mask and weights must come from a run on this data set
+            check_tickets_match(given, spec.name, flag, spec.mean, spec.std)
     factory, device, data = start_training_job(args, save_dir)
     retrain(config, factory, data, device, save_dir, Path(args.mask_dir),
             Path(args.init_dir) if args.init_dir else None, resume=args.resume, plot_curve=plot_training_curve,

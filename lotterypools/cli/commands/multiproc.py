@@ -19,6 +19,10 @@ from ...core.errors import UserError, cli_entry
 THIS_MODULE = "lotterypools.cli.commands.multiproc"
 CHILD_FLAG = "--run_script_as_child"
 DEFAULT_PORT = 29500
+LAUNCHER_PID = "LOTTERYPOOLS_LAUNCHER_PID"  # environment: the launcher's PID, for its children's parent-death check
+MAX_PROCESSES = 1024  # far above any machine's GPUs; a larger count is a typo
+INTERRUPTED = ("interrupted ({signal}): the launched processes were stopped; rerun the same command to continue "
+               "where they stopped")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,14 +82,42 @@ def torchrun_arguments(args: argparse.Namespace, port: int) -> list[str]:
             "--module", THIS_MODULE, CHILD_FLAG, os.path.abspath(args.script), *args.script_args]
 
 
+def check_port(port: int) -> None:
+    """One-line error for a port outside 1..65535 (socket.bind would raise OverflowError)."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--master_port {port} is not a TCP port: give one in 1..65535, e.g. {DEFAULT_PORT}")
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Ask Linux to end this process (SIGTERM) when its parent dies, so a launcher killed with -9 leaves no workers.
+
+    ``prctl(PR_SET_PDEATHSIG)`` only covers a parent dying after the call, so a parent already gone (this process
+    re-parented) ends this one at once. Elsewhere than Linux nothing is done (torchrun's own handling remains).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_child(script: str, script_args: list[str]) -> None:
     """In a launched process: run ``script`` as __main__ with ``--local_rank`` appended, as the original did."""
+    launcher = os.environ.get(LAUNCHER_PID, "")
+    die_with_parent(int(launcher) if launcher.isdigit() else None)
     sys.argv = [script, *script_args, f"--local_rank={os.environ.get('LOCAL_RANK', '0')}"]
     sys.path.insert(0, os.path.dirname(script))
     runpy.run_path(script, run_name="__main__")
 
 
-@cli_entry(interrupted="interrupted: the launched processes were stopped; see the script's own message for what it kept")
+@cli_entry(interrupted=INTERRUPTED.format(signal="SIGINT"))
 def launch(argv: list[str]) -> None:
     """Check the arguments, then start ``--nproc_per_node`` processes of the script with torch.distributed.run."""
     args = build_parser().parse_args(argv)
@@ -94,14 +126,23 @@ def launch(argv: list[str]) -> None:
 
     if not os.path.isfile(args.script):
         raise UserError(f"script {args.script} does not exist; run from ImageNet/ or give its path")
-    if args.nproc_per_node < 1 or args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
-        raise UserError("--nproc_per_node and --nnodes must be at least 1 and --node_rank in 0..nnodes-1")
-    port = args.master_port or port_in_script_args(args.script_args) or DEFAULT_PORT
+    if not (1 <= args.nproc_per_node <= MAX_PROCESSES and 1 <= args.nnodes <= MAX_PROCESSES
+            and 0 <= args.node_rank < args.nnodes):
+        raise UserError(f"--nproc_per_node {args.nproc_per_node} and --nnodes {args.nnodes} must be in "
+                        f"1..{MAX_PROCESSES} and --node_rank {args.node_rank} in 0..nnodes-1")
+    port = args.master_port if args.master_port is not None else port_in_script_args(args.script_args) or DEFAULT_PORT
+    check_port(port)
     check_devices(args.nproc_per_node, args.script_args)
     if args.node_rank == 0:
         check_port_free(port)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    os.environ[LAUNCHER_PID] = str(os.getpid())
     try:
         torchrun(torchrun_arguments(args, port))
+    except SignalException as stop:  # torchrun turns SIGINT/SIGTERM into this after stopping its workers
+        print(INTERRUPTED.format(signal=stop.sigval.name), file=sys.stderr)
+        sys.exit(128 + int(stop.sigval))
     except ChildFailedError as failure:
         rank, first = failure.get_first_failure()
         code = first.exitcode if first.exitcode > 0 else 128 - first.exitcode
