@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config.names import describe
 from ..analysis.ensembles import disagreement_study, ensemble_study, pairwise_average_matrix
 from ..formats.original import ticket_files
 from .setup import load_data, model_factory, setup_device
@@ -38,11 +39,12 @@ def run_ood(args: argparse.Namespace, save_dir: Path) -> dict:
     for label, source in (("ticket", store), ("pooled", pooled)):
         for ticket in source.tickets if source is not None else []:
             row = benchmark.evaluate_weights(model, source.load(ticket.round)[0], device)
-            rows[f"{label} {ticket.round}"] = {"kind": label, "round": ticket.round, "density": ticket.density, **row}
+            name = f"{label}, round {ticket.round} ({100 * ticket.density:.1f}%)"
+            rows[name] = {"kind": label, "round": ticket.round, "density": ticket.density, **row}
     log(ood_table(rows, benchmark.corruptions))
     names = list(rows)
     plot_heat_map([[rows[n]["ood"][c]["mean"] for c in benchmark.corruptions] + [rows[n]["ood_acc"]] for n in names],
-                  names, f"{args.arch} on {Path(args.ood_data).name}: accuracy (%), severities "
+                  names, f"{describe(args.arch, args.dataset)}, corrupted ({Path(args.ood_data).name}): accuracy (%), severities "
                   f"{' '.join(map(str, benchmark.severities))}", "accuracy (%)", save_dir / "ood_accuracy.png",
                   column_labels=[*benchmark.corruptions, "mean"])
     result = {"ood_data": str(args.ood_data), "corruptions": benchmark.corruptions,
@@ -62,7 +64,7 @@ def run_ensemble(args: argparse.Namespace, save_dir: Path) -> list[dict]:
              **{f"{kind}_{m}": r[kind][m] for kind in ("ticket", "ensemble", "pooled") if kind in r
                 for m in ("accuracy", "nll", "ece")}} for r in records]
     log(format_table(rows, list(dict.fromkeys(k for row in rows for k in row)), digits=3))
-    plot_ensemble(records, f"{args.arch} on {args.dataset}: output ensemble of {args.k + 1} tickets",
+    plot_ensemble(records, f"{describe(args.arch, args.dataset)}: output ensemble of {args.k + 1} tickets",
                   save_dir / "ensemble.png")
     write_json(save_dir / "ensemble_results.json", {"k": args.k, "records": records,
                                                      "run": provenance(**recorded_settings(args))})
@@ -75,7 +77,7 @@ def run_disagreement(args: argparse.Namespace, save_dir: Path) -> dict:
     result = disagreement_study(store, model, BatchSource(data.test, 500, device), device)
     log(format_table(result["tickets"], ["round", "density", "accuracy", "nll", "ece", "brier"], digits=4))
     labels = [f"{t['round']} ({100 * t['density']:.0f}%)" for t in result["tickets"]]
-    plot_heat_map(result["disagreement"], labels, f"{args.arch} on {args.dataset}: prediction disagreement",
+    plot_heat_map(result["disagreement"], labels, f"{describe(args.arch, args.dataset)}: prediction disagreement",
                   "fraction of test examples", save_dir / "disagreement.png", digits=3)
     write_json(save_dir / "disagreement.json", {**result, "run": provenance(**recorded_settings(args))})
     return result
@@ -89,7 +91,7 @@ def run_pairwise(args: argparse.Namespace, save_dir: Path) -> dict:
     labels = [f"{r} ({100 * d:.0f}%)" for r, d in zip(result["rounds"], result["densities"])]
     log(format_table([{"round": label, **dict(zip(map(str, result["rounds"]), row))}
                       for label, row in zip(labels, result["test_acc"])], ["round", *map(str, result["rounds"])]))
-    plot_heat_map(result["test_acc"], labels, f"{args.arch} on {args.dataset}: test accuracy of pair averages "
+    plot_heat_map(result["test_acc"], labels, f"{describe(args.arch, args.dataset)}: test accuracy of pair averages "
                   "(sparser parent's density, BN recomputed)", "test accuracy (%)", save_dir / "pairwise_average.png")
     write_json(save_dir / "pairwise_average.json", {**result, "run": provenance(**recorded_settings(args))})
     return result

@@ -25,3 +25,16 @@ PAPER_COEFFICIENTS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 
 # ImageNet training images held out to choose tickets (the paper's 26000).
 PAPER_VAL_SIZE = 26000
+
+
+# How tables and figures name data sets and architectures (in words, as a paper would).
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashionmnist": "Fashion-MNIST", "mnist": "MNIST",
+                 "imagenet": "ImageNet"}
+ARCH_NAMES = {"conv2": "Conv-2", "conv4": "Conv-4", "conv6": "Conv-6", "resnet20s": "ResNet-20",
+              "resnet18": "ResNet-18", "resnet50": "ResNet-50", "vgg16_bn": "VGG-16 (BN)",
+              "imagenet_resnet_18": "ResNet-18", "imagenet_resnet_34": "ResNet-34", "imagenet_resnet_50": "ResNet-50"}
+
+
+def describe(arch: str, dataset: str) -> str:
+    """``conv4``, ``fashionmnist`` -> ``Conv-4 on Fashion-MNIST`` (unknown names are kept as they are)."""
+    return f"{ARCH_NAMES.get(arch, arch)} on {DATASET_NAMES.get(dataset, dataset)}"

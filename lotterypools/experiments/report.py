@@ -11,22 +11,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..analysis.aggregate import RunFolder, aggregate, csv_rows, gain_markdown, markdown_table, method_rank
+from ..config.names import describe
 from ..core.errors import UserError
 from ..pools.results import METHOD_LABELS, method_label
 from ..core.records import atomic_write_text, write_csv, write_json
 
 ENSEMBLE_METHOD = "imp_ensemble"
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashionmnist": "Fashion-MNIST", "mnist": "MNIST",
-                 "imagenet": "ImageNet"}
-ARCH_NAMES = {"conv2": "Conv-2", "conv4": "Conv-4", "conv6": "Conv-6", "resnet20s": "ResNet-20",
-              "resnet18": "ResNet-18", "resnet50": "ResNet-50", "vgg16_bn": "VGG-16"}
-
-
-def describe(arch: str, dataset: str) -> str:
-    """``conv4``, ``fashionmnist`` -> ``Conv-4 on Fashion-MNIST``."""
-    return f"{ARCH_NAMES.get(arch, arch)} on {DATASET_NAMES.get(dataset, dataset)}"
-
-
 def read_ensemble_accuracy(path: Path) -> tuple[int, dict[int, float]]:
     """``analyze_tickets.py ensemble``'s results: k and the ensemble's test accuracy per target round."""
     try:

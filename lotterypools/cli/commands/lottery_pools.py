@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     from ...analysis.ood import open_benchmark
     from ..pools import (build_evaluator, check_results_folder, pool_settings, run_pool_job, start_pool_processes,
                             validate_pool_args)
+    from ...config.names import describe
     from ...pools.store import TicketStore
 
     if not args.checkpoint:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
               f"BN on {'%d fixed batches' % args.bn_batches if args.bn_batches else 'the full training split'}",
               flush=True)
     settings = pool_settings(args, args.checkpoint, args.arch, args.dataset)
-    run_pool_job(args, store, evaluator, results, settings, f"{args.arch} on {args.dataset}", share=share,
+    run_pool_job(args, store, evaluator, results, settings, describe(args.arch, args.dataset), share=share,
                  sync=lambda: barrier(context), progress_bar=progress_wanted(args.no_progress), ood=ood)
     close_distributed(context)
 
