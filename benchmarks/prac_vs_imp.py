@@ -145,8 +145,8 @@ def plot(table: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-@cli_entry(interrupted="interrupted: nothing was written")
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's flags (tests/test_doc_commands.py parses the documented command with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--imp", type=Path, required=True, help="main_imp.py run folder")
     parser.add_argument("--prac", type=Path, required=True, help="main_PrAC_imp.py run folder")
@@ -155,7 +155,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default=None, help="pool method to compare; both pool folders must hold it (default: their one method)")
     parser.add_argument("--batch_size", type=int, default=128, help="IMP batch size, for its iteration count (default 128)")
     parser.add_argument("--out", type=Path, default=None, help="write <out>.json, <out>.csv and <out>.png")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@cli_entry(interrupted="interrupted: nothing was written")
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     table = rows(args.imp, args.prac, args.imp_pools, args.prac_pools, args.method, args.batch_size)
     print(markdown(table))
     if args.out:
