@@ -110,7 +110,8 @@ def run_pool_job(args: argparse.Namespace, store: TicketStore, evaluator: PoolEv
     else:
         pooled_dir = results.save_dir if args.save_pooled and writer else None
         run_pool_method(settings, store, evaluator, tickets, args.targets, results if writer else None, done,
-                        pooled_dir, share, target_log, progress_bar and main, extra)
+                        pooled_dir, share, target_log, progress_bar and main, extra,
+                        getattr(args, "stacked_coefficients", False))
     sync()  # all targets are in the file
     if main:
         summarise(results, title, ood)
