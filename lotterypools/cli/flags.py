@@ -98,6 +98,10 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
                        help="recompute BN statistics on this many fixed, seeded training batches instead of a full "
                             "pass over the training split with fresh augmentation per trial (default 0: full pass, "
                             "as the original)")
+    group.add_argument("--stacked_coefficients", action="store_true",
+                       help="score all coefficients of a candidate together (stacked models through torch.func.vmap, "
+                            "each with its own BN pass, batches side by side): the same choices up to float rounding, "
+                            "K times the memory; for GPUs a single trial does not fill (default off: one by one)")
     group.add_argument("--prune_mode", default="during", choices=("during", "after"),
                        help="re-prune after every interpolation (during, the paper's) or once at the end (after)")
     group.add_argument("--targets", type=int, nargs="+", default=None,

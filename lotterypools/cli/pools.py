@@ -13,7 +13,7 @@ from torch import nn
 from .setup import setup_device
 from ..core.console import log, quiet
 from ..core.device import seed_everything
-from ..training.distributed import DistributedContext, init_distributed
+from ..training.distributed import DistributedContext, init_distributed, wants_process_group
 from ..data.datasets import BatchSource, DataSplits, fixed_batches, resident_split
 from ..core.files import check_writable_folder
 from ..pools.run import (PoolSettings, Share, check_pool_settings, evaluate_tickets, run_linear_paths, run_pool_method,
@@ -39,7 +39,7 @@ def check_results_folder(folder: Path, flag: str) -> PoolResultsFile:
 
 def start_pool_processes(args: argparse.Namespace) -> DistributedContext:
     """Join the process group under ``torchrun`` (one GPU each, or gloo on CPUs), else pick the device; seed."""
-    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+    if wants_process_group(os.environ):
         context = init_distributed(args.device)
         seed_everything(args.seed)
         return context
@@ -110,7 +110,8 @@ def run_pool_job(args: argparse.Namespace, store: TicketStore, evaluator: PoolEv
     else:
         pooled_dir = results.save_dir if args.save_pooled and writer else None
         run_pool_method(settings, store, evaluator, tickets, args.targets, results if writer else None, done,
-                        pooled_dir, share, target_log, progress_bar and main, extra)
+                        pooled_dir, share, target_log, progress_bar and main, extra,
+                        getattr(args, "stacked_coefficients", False))
     sync()  # all targets are in the file
     if main:
         summarise(results, title, ood)

@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..core.device import to_device_async
 from ..core.errors import UserError
 
 
@@ -345,17 +346,26 @@ def augment_batch(images: torch.Tensor, spec: DatasetSpec, generator: torch.Gene
     repeat exactly whatever the device.
     """
     n, _, h, w = images.shape
+    # every draw of the batch made on the CPU in the original order, then one (asynchronous) copy to the device
+    draws = []
     if spec.crop_padding:
         pad = spec.crop_padding
+        draws += [torch.randint(0, 2 * pad + 1, (n,), generator=generator),
+                  torch.randint(0, 2 * pad + 1, (n,), generator=generator)]
+    if spec.flip:
+        draws.append((torch.rand(n, generator=generator) < 0.5).long())
+    if not draws:
+        return images.contiguous()
+    drawn = to_device_async(torch.stack(draws), images.device)
+    if spec.crop_padding:
         padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), mode=spec.padding_mode)
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
+        dy, dx = drawn[0], drawn[1]
         rows = (dy[:, None] + torch.arange(h, device=images.device)[None, :])  # (n, h)
         cols = (dx[:, None] + torch.arange(w, device=images.device)[None, :])  # (n, w)
         index = torch.arange(n, device=images.device)[:, None, None]
         images = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if spec.flip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+        flip = drawn[-1].bool()
         images = torch.where(flip[:, None, None, None], images.flip(3), images)
     return images.contiguous()
 
@@ -372,9 +382,10 @@ def iterate_batches(split: Split, batch_size: int, device: torch.device, *, spec
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        index = order[start:start + batch_size].to(split.images.device)
-        images = split.images[index].to(device, non_blocking=True).float().div_(255)
-        labels = split.labels[index].to(device, non_blocking=True)
+        index = to_device_async(order[start:start + batch_size], split.images.device)
+        # a split left on the host is gathered there and copied asynchronously (pinned) to the device
+        images = to_device_async(split.images[index], device).float().div_(255)
+        labels = to_device_async(split.labels[index], device)
         if augment and spec is not None:
             images = augment_batch(images, spec, generator)
         yield (images, labels, order[start:start + batch_size]) if with_indices else (images, labels)

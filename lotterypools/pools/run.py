@@ -195,17 +195,18 @@ def run_pool_method(settings: PoolSettings, store: TicketStore, evaluator: PoolE
                     tickets: Mapping[int, Mapping], targets: Sequence[int] | None = None,
                     results: PoolResultsFile | None = None, done: Sequence[dict] = (), save_pooled: Path | None = None,
                     share: Share = Share(), log: Callable[[str], None] = log, progress_bar: bool = False,
-                    extra: ExtraMetrics | None = None) -> list[dict]:
+                    extra: ExtraMetrics | None = None, stacked: bool = False) -> list[dict]:
     """Run one method for each target: this process's share of those without a record in ``done``.
 
     ``tickets`` maps each round to its ticket's record (from :func:`evaluate_tickets`): the target's
     validation accuracy is the bar of the greedy rule. Each record is committed to ``results`` as soon as
-    its target is finished, and one line is logged. Returns the records this process made.
+    its target is finished, and one line is logged. ``stacked`` scores a candidate's coefficients together
+    (:meth:`PoolEvaluator.score_stacked`). Returns the records this process made.
     """
     rule = make_rule(settings.method, settings.coefficients, settings.ema_value)
     method, fields = settings.record_method(), settings.record_fields()
     names = store.prunable_names()
-    search = PoolSearch(store, evaluator, names, settings.prune_mode, log, progress_bar)
+    search = PoolSearch(store, evaluator, names, settings.prune_mode, log, progress_bar, stacked)
     rounds = [t.round for t in store.tickets]
     todo = pending_targets(done, method, fields, check_targets(targets, rounds, "the ticket folder"),
                            log if share.is_main else (lambda m: None))

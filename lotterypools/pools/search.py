@@ -21,8 +21,10 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import update_bn
+from torch.func import functional_call, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
 from ..core.console import log, progress
+from ..core.errors import UserError
 from ..training.masks import prune_to_count
 from .store import Ticket, TicketStore
 from ..training.loop import EpochStats, evaluate
@@ -61,9 +63,38 @@ def interpolate_state(current: Weights, candidate: Weights, alpha: float, out: W
     return out
 
 
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    """The model's batch-norm layers, in module order."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm)]
+
+
+@torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: Batches, device: torch.device) -> None:
-    """Recompute batch-norm running statistics as a cumulative average over ``batches`` (swa_utils.update_bn)."""
-    update_bn(batches, model, device)
+    """Recompute batch-norm running statistics as a cumulative average over ``batches``.
+
+    The statistics of ``torch.optim.swa_utils.update_bn`` (statistics reset, training-mode forwards, the k-th
+    batch weighted 1/k), bit for bit, without its host stalls: ``update_bn`` sets ``momentum=None``, which makes
+    every BN layer read ``num_batches_tracked`` back to the host (``float()``) at every batch; here the weight
+    1/k is set from the host as each layer's momentum.
+    """
+    norms = batchnorm_layers(model)
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for module in norms:
+        module.reset_running_stats()
+    was_training = model.training
+    model.train()
+    try:
+        for count, batch in enumerate(batches, start=1):
+            images = batch[0] if isinstance(batch, (list, tuple)) else batch
+            for module in norms:
+                module.momentum = 1.0 / count  # what momentum=None computes from num_batches_tracked
+            model(images.to(device, non_blocking=True))
+    finally:
+        for module, momentum in zip(norms, momenta):
+            module.momentum = momentum
+        model.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -172,6 +203,64 @@ class PoolEvaluator:
             self.recalibrate(trial)
         return self.validate().accuracy
 
+    supports_stacked = True  # evaluators that reduce across processes do not
+
+    @torch.no_grad()
+    def score_stacked(self, weight_sets: Sequence[Weights],
+                      trials: Sequence[TrialKey]) -> tuple[list[float], Callable[[int], Weights]]:
+        """:meth:`score` for several weight sets at once: stacked, through ``vmap(functional_call)``.
+
+        Each set gets its own BN statistics from the batches of its own trial (with ``fresh_bn_seed`` the K
+        streams advance together, one stacked batch of K x batch images; fixed batches are shared by all K),
+        so the numbers equal K sequential :meth:`score` calls up to float rounding. Returns the validation
+        accuracies and a function giving set ``i``'s weights with its recalibrated statistics.
+        """
+        model, count = self.model, len(weight_sets)
+        first = weight_sets[0]
+        stacked = {k: torch.stack([w[k] for w in weight_sets]) for k, v in first.items() if v.is_floating_point()}
+        shared = {k: v.clone() for k, v in first.items() if not v.is_floating_point()}
+        norms = dict(model.named_modules())
+        norms = {name: m for name, m in norms.items() if isinstance(m, _BatchNorm) and m.track_running_stats}
+        for name in norms:  # update_bn's reset: zero mean, unit variance, no batch seen
+            stacked[f"{name}.running_mean"].zero_()
+            stacked[f"{name}.running_var"].fill_(1.0)
+            shared[f"{name}.num_batches_tracked"].zero_()
+
+        def forward(images: torch.Tensor, batched_images: bool) -> torch.Tensor:
+            call = lambda weights, x: functional_call(model, (weights, shared), (x,))
+            return vmap(call, in_dims=(0, 0 if batched_images else None))(stacked, images)
+
+        momenta = [m.momentum for m in norms.values()]
+        model.train()
+        try:
+            if self.fresh_bn_seed is None:
+                streams, batched = self.bn_batches, False
+            else:
+                streams = (torch.stack([b[0] for b in group]) for group in
+                           zip(*(self.bn_batches_for(trial) for trial in trials)))
+                batched = True
+            for number, batch in enumerate(streams, start=1):
+                images = batch if batched else (batch[0] if isinstance(batch, (list, tuple)) else batch)
+                for module in norms.values():
+                    module.momentum = 1.0 / number  # the cumulative average, as in recalibrate_batchnorm
+                forward(images.to(self.device, non_blocking=True), batched)
+        finally:
+            for module, momentum in zip(norms.values(), momenta):
+                module.momentum = momentum
+        model.eval()
+        correct = torch.zeros(count, device=self.device, dtype=torch.long)
+        seen = 0
+        for batch in self.val_batches:
+            images, labels = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+            correct += (forward(images, False).argmax(-1) == labels).sum(1)
+            seen += labels.shape[0]
+        accuracies = [100.0 * c / max(seen, 1) for c in correct.tolist()]  # one read for the K sets
+
+        def state(index: int) -> Weights:
+            return {k: (stacked[k][index] if k in stacked else shared[k]).clone() for k in first}
+
+        return accuracies, state
+
 
 def _to_device(weights: Weights, device: torch.device) -> Weights:
     return {k: v.to(device) for k, v in weights.items()}
@@ -181,11 +270,16 @@ class PoolSearch:
     """Runs a :class:`PoolRule` for one target over its candidates."""
 
     def __init__(self, store: TicketStore, evaluator: PoolEvaluator, prune_names: list[str],
-                 prune_mode: str = "during", log: Callable[[str], None] = log, progress: bool = True):
+                 prune_mode: str = "during", log: Callable[[str], None] = log, progress: bool = True,
+                 stacked: bool = False):
         if prune_mode not in ("during", "after"):
             raise ValueError(f"prune_mode must be 'during' or 'after', not {prune_mode!r}")
+        if stacked and not evaluator.supports_stacked:
+            raise UserError("--stacked_coefficients works in one process per target only (not with an evaluator "
+                            "shared across processes): drop the flag")
         self.store, self.evaluator, self.prune_names = store, evaluator, prune_names
         self.prune_mode, self.log, self.progress = prune_mode, log, progress
+        self.stacked = stacked
 
     def _prune(self, weights: Weights, keep: int | None) -> None:
         if keep is not None:
@@ -207,7 +301,10 @@ class PoolSearch:
             candidate = _to_device(self.store.load(round_index)[0], device)
             scores: dict[float, float] = {}
             best_alpha, best_val, best_state = None, -1.0, None
-            for alpha_index, alpha in enumerate(rule.coefficients(merged)):
+            if self.stacked and rule.greedy:
+                best_alpha, best_val, best_state = self._stacked_step(rule.coefficients(merged), current, candidate,
+                                                                      keep_during, (target.round, round_index), scores)
+            for alpha_index, alpha in enumerate([] if self.stacked and rule.greedy else rule.coefficients(merged)):
                 interpolate_state(current, candidate, alpha, out=trial)
                 self._prune(trial, keep_during)
                 if not rule.greedy:  # nothing is chosen: BN and validation only matter for the final network
@@ -226,6 +323,24 @@ class PoolSearch:
             steps.append(StepRecord(round_index, best_alpha, best_val if rule.greedy else None, accepted, scores))
         final, val, test = self._finish(rule, target, current, current_val, steps)
         return PoolResult(rule.name, target, final, val, test, steps, time.time() - started, target.kept)
+
+    def _stacked_step(self, alphas: Sequence[float], current: Weights, candidate: Weights, keep: int | None,
+                      key: TrialKey, scores: dict[float, float]) -> tuple[float | None, float, Weights | None]:
+        """Every coefficient of one candidate scored together; the best (earliest at a tie), its score and state."""
+        sets = []
+        for alpha in alphas:
+            trial = interpolate_state(current, candidate, alpha)
+            self._prune(trial, keep)
+            sets.append(trial)
+        accuracies, state = self.evaluator.score_stacked(sets, [(*key, index) for index in range(len(alphas))])
+        best = None
+        for index, (alpha, accuracy) in enumerate(zip(alphas, accuracies)):
+            scores[alpha] = accuracy
+            if best is None or accuracy > accuracies[best]:  # ties go to the earlier coefficient
+                best = index
+        if best is None:
+            return None, -1.0, None
+        return alphas[best], accuracies[best], state(best)
 
     def _finish(self, rule: PoolRule, target: Ticket, current: Weights, current_val: float,
                 steps: list[StepRecord]) -> tuple[Weights, float, EpochStats]:

@@ -22,6 +22,8 @@ class ShardedPoolEvaluator(PoolEvaluator):
         super().__init__(model, bn_batches, val_batches, test_batches, context.device)
         self.context, self.amp = context, amp
 
+    supports_stacked = False  # the stacked scores are not reduced across processes
+
     def recalibrate(self, trial: TrialKey = ()) -> None:
         with autocast_context(self.device, self.amp):
             recalibrate_batchnorm(self.model, self.bn_batches_for(trial), self.device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
@@ -28,6 +29,7 @@ class DistributedContext:
     local_rank: int
     device: torch.device
     backend: str
+    grouped: bool = False  # a process group exists (also for one process under torchrun)
 
     @property
     def is_main(self) -> bool:
@@ -44,11 +46,26 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def distributed_backend(use_cuda: bool) -> str:
+    """The process group's backend: nccl between GPUs, gloo between CPU processes."""
+    return "nccl" if use_cuda else "gloo"
+
+
+def wants_process_group(environ: Mapping[str, str]) -> bool:
+    """Whether the environment describes a process group: ``WORLD_SIZE`` > 1, or a launcher's rendezvous
+    (``MASTER_ADDR``/``MASTER_PORT``, as torchrun sets them) for any size, so one process under torchrun
+    runs on the same backend as many."""
+    world = environ.get("WORLD_SIZE", "")
+    if world in ("", None):
+        return False
+    return int(world) > 1 or bool(environ.get("MASTER_ADDR") and environ.get("MASTER_PORT"))
+
+
 def init_distributed(device_name: str = "auto", local_rank: int | None = None) -> DistributedContext:
     """Join the process group that ``torchrun`` describes in the environment (nccl on GPUs, gloo on CPUs).
 
-    Without ``WORLD_SIZE`` > 1 in the environment this is a single process and no group is made.
-    ``local_rank`` (the ``--local_rank`` flag) is used only where ``LOCAL_RANK`` is not set.
+    Without a group in the environment (:func:`wants_process_group`) this is a single process and no group is
+    made. ``local_rank`` (the ``--local_rank`` flag) is used only where ``LOCAL_RANK`` is not set.
     """
     if device_name not in ("auto", "cpu", "cuda"):
         raise UserError(f"unknown --device {device_name!r}: choose auto, cpu or cuda")
@@ -67,21 +84,23 @@ def init_distributed(device_name: str = "auto", local_rank: int | None = None) -
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    backend = "nccl" if use_cuda else "gloo"
-    if world > 1 and not dist.is_initialized():
+    backend = distributed_backend(use_cuda)
+    grouped = dist.is_initialized()
+    if wants_process_group(os.environ) and not grouped:
         dist.init_process_group(backend, rank=rank, world_size=world)
-    return DistributedContext(rank, world, local, device, backend)
+        grouped = True
+    return DistributedContext(rank, world, local, device, backend, grouped)
 
 
 def barrier(context: DistributedContext) -> None:
-    """Wait for every process (nothing to do for one process)."""
-    if context.active and dist.is_initialized():
+    """Wait for every process (nothing to do without a process group)."""
+    if context.grouped and dist.is_initialized():
         dist.barrier()
 
 
 def close_distributed(context: DistributedContext) -> None:
     """Leave the process group (after a barrier, so no process quits while another still talks)."""
-    if context.active and dist.is_initialized():
+    if context.grouped and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.console import progress as progress_bar, progress_wanted
+from ..core.device import device_autocast_dtype
 from ..core.types import Batches
 
 
@@ -42,10 +43,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, milestones: Sequence[int],
 
 
 def autocast_context(device: torch.device, enabled: bool):
-    """bf16 autocast on the device when enabled, else a no-op context."""
-    if not enabled:
+    """bf16 autocast on the device when enabled (and the device has bf16), else a no-op context."""
+    dtype = device_autocast_dtype(device) if enabled else None
+    if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def prepare_model(model: nn.Module, channels_last: bool = False, compile: bool = False) -> nn.Module:

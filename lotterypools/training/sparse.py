@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..core.device import to_device_async
 from ..core.errors import UserError
 from .masks import magnitude_masks
 from .loop import Step, TrainingHook
@@ -251,11 +252,19 @@ def gradient_growth(grad: torch.Tensor, mask: torch.Tensor, count: int) -> torch
     return torch.topk(scores.flatten(), count).indices
 
 
-def random_growth(mask: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """``count`` inactive positions drawn uniformly without replacement (SET)."""
-    inactive = (~mask).flatten().nonzero().squeeze(1).cpu()
-    chosen = inactive[torch.randperm(inactive.numel(), generator=generator)[:count]]
-    return chosen.to(mask.device)
+def random_growth(mask: torch.Tensor, count: int, generator: torch.Generator, inactive_count: int | None = None) -> torch.Tensor:
+    """``count`` inactive positions drawn uniformly without replacement (SET).
+
+    Given ``inactive_count`` (the number of False entries of ``mask``), nothing is read back from the device:
+    the positions are found with ``nonzero_static`` and the permutation, drawn on the CPU, is copied there.
+    """
+    if inactive_count is None:
+        inactive = (~mask).flatten().nonzero().squeeze(1).cpu()
+        chosen = inactive[torch.randperm(inactive.numel(), generator=generator)[:count]]
+        return chosen.to(mask.device)
+    inactive = torch.nonzero_static((~mask).flatten(), size=inactive_count).squeeze(1)
+    order = torch.randperm(inactive_count, generator=generator)[:count]
+    return inactive[to_device_async(order, mask.device)]
 
 
 class MaskUpdater(TrainingHook):
@@ -274,8 +283,10 @@ class MaskUpdater(TrainingHook):
         self.phase_starts = sorted(set(phase_starts) | {0})
         self.total_steps = total_steps
         self.large_death_steps = set(large_death_steps)
-        counts = weights.counts()
-        self.dense_layers = {name for name, mask in weights.masks.items() if counts[name] == mask.numel()}
+        # an update removes and regrows the same number per layer, so the active counts are read back once, here,
+        # and mask updates need no host synchronisation (with gradient growth)
+        self.active = weights.counts()
+        self.dense_layers = {name for name, mask in weights.masks.items() if self.active[name] == mask.numel()}
         self.updates: list[dict] = []
 
     def after_step(self, step: Step) -> None:
@@ -318,14 +329,15 @@ class MaskUpdater(TrainingHook):
             mask = self.weights.masks[name]
             if name in self.dense_layers:
                 if self.config.reset_dense_layers:
-                    self._reset_smallest(param, mask, rate, optimizer)
+                    self._reset_smallest(param, mask, math.ceil(rate * self.active[name]))
                 continue
-            count = math.ceil(rate * int(mask.sum()))
+            count = math.ceil(rate * self.active[name])
             if count == 0:
                 continue
             survived = magnitude_death(param, mask, count)
             grown = (gradient_growth(param.grad if param.grad is not None else torch.zeros_like(param), survived, count)
-                     if self.config.growth == "gradient" else random_growth(survived, count, generator))
+                     if self.config.growth == "gradient"
+                     else random_growth(survived, count, generator, mask.numel() - self.active[name] + count))
             grown_mask = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
             grown_mask[grown] = True
             grown_mask = grown_mask.view_as(mask)
@@ -342,9 +354,8 @@ class MaskUpdater(TrainingHook):
         self.updates.append({"step": step, "rate": rate, "replaced": replaced})
         self._check_processes_agree()
 
-    def _reset_smallest(self, param: torch.Tensor, mask: torch.Tensor, rate: float, optimizer) -> None:
-        """The original's treatment of a dense layer: its smallest weights are zeroed and stay in the mask."""
-        count = math.ceil(rate * int(mask.sum()))
+    def _reset_smallest(self, param: torch.Tensor, mask: torch.Tensor, count: int) -> None:
+        """The original's treatment of a dense layer: its ``count`` smallest weights are zeroed and stay in the mask."""
         if count:
             param.mul_(magnitude_death(param, mask, count))
 

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     share = Share(context.rank, context.world_size)
     if share.is_main:
         print(f"{len(files)} tickets from {args.checkpoint}; {args.interpolate_method} on {device}"
-              f"{f' x {share.world_size} processes ({context.backend}), whole targets each' if context.active else ''}; "
+              f"{f' x {share.world_size} processes ({context.backend}), whole targets each' if context.grouped else ''}; "
               f"BN on {'%d fixed batches' % args.bn_batches if args.bn_batches else 'the full training split'}",
               flush=True)
     settings = pool_settings(args, args.checkpoint, args.arch, args.dataset)
