@@ -107,9 +107,15 @@ def test_a_mask_update_refuses_non_finite_scores():
     updater = MaskUpdater(MaskedWeights(model, masks), SparseConfig(density=0.5, growth="random"), total_steps=10)
     with torch.no_grad():
         model.weight[0, 0] = float("nan")
-    with pytest.raises(DivergenceError, match="mask-update score of weight is not finite at epoch 1, step 4"):
-        updater.update(0.5, None, step=3, epoch=0)
+    updater.update(0.5, None, step=3, epoch=0)  # decided on the device: the update is not applied ...
     assert torch.equal(updater.weights.masks["weight"], masks["weight"])
+    with pytest.raises(DivergenceError, match="mask-update scores .* are not finite at epoch 1, step 4"):
+        updater.check()  # ... and refused at the end of the epoch, before anything is written
+    with torch.no_grad():
+        model.weight[0, 0] = 1.0
+    updater.update(0.5, None, step=5, epoch=0)
+    with pytest.raises(DivergenceError, match="step 4"):  # the first refusal is the one reported
+        updater.check()
 
 
 # ---------------------------------------------------------------------------------------------- 3. atomic writer
@@ -492,7 +498,7 @@ def _gone(pid: int) -> bool:
     import os
     import time
 
-    for _ in range(200):
+    for _ in range(600):
         try:
             with open(f"/proc/{pid}/stat") as handle:
                 if handle.read().split(")")[-1].split()[0] == "Z":

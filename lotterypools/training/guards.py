@@ -43,7 +43,7 @@ class FiniteWatch:
     def observe(self, loss: torch.Tensor, step: int) -> None:
         """Fold one step's loss into the flag (no host synchronisation)."""
         bad_here = torch.where(torch.isfinite(loss.detach()).all(), _NO_BAD_STEP, step)
-        torch.minimum(self.first_bad, bad_here.to(self.first_bad.device), out=self.first_bad)
+        torch.minimum(self.first_bad, bad_here.to(self.first_bad.device, non_blocking=True), out=self.first_bad)
 
     def due(self, index: int) -> bool:
         """Whether the host should read the flag after the epoch's ``index``-th step (0-based)."""

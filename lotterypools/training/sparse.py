@@ -288,6 +288,8 @@ class MaskUpdater(TrainingHook):
         self.active = weights.counts()
         self.dense_layers = {name for name, mask in weights.masks.items() if self.active[name] == mask.numel()}
         self.updates: list[dict] = []
+        self._first_refused: torch.Tensor | None = None  # [step, epoch] of the first refused update, drifted step
+        self._expected: torch.Tensor | None = None  # the active counts on the device
 
     def after_step(self, step: Step) -> None:
         momentum = not self.config.stale_momentum
@@ -309,27 +311,24 @@ class MaskUpdater(TrainingHook):
     def update(self, rate: float, optimizer: torch.optim.Optimizer | None, step: int, epoch: int | None = None) -> None:
         """Replace ``ceil(rate * active)`` weights of every sparse layer: magnitude death, then growth.
 
-        Non-finite scores (weights, or gradients for gradient growth) are refused with a
-        :class:`~lotterypools.guards.DivergenceError`: NaN ranks above everything in ``topk``, so an update
-        from them would regrow without dying and turn a sparse network dense. After the update every layer
-        must keep as many weights as before (death and growth replace the same count).
+        An update from non-finite scores (weights, or gradients for gradient growth) is not applied: NaN ranks
+        above everything in ``topk``, so it would regrow without dying and turn a sparse network dense. The
+        refusal and the check that every layer keeps its count are decided on the device, so that an update
+        makes no host synchronisation; :meth:`check` (at the end of every epoch, before anything is written)
+        raises :class:`~lotterypools.training.guards.DivergenceError` for the first refused update.
         """
-        from .guards import check_finite
-
-        scores = [(name, p) for name, p in self.weights.params.items()]
+        params = self.weights.params
+        scores = list(params.values())
         if self.config.growth == "gradient":
-            scores += [(f"{name} gradient", p.grad) for name, p in self.weights.params.items() if p.grad is not None]
-        # the update reads mask counts on the host anyway, so this check adds no new kind of synchronisation
-        check_finite(scores, "the mask-update score of", epoch + 1 if epoch is not None else None,
-                     step + 1 if epoch is not None else None)
-        before = self.weights.counts()
+            scores += [p.grad for p in params.values() if p.grad is not None]
+        finite = torch.stack([torch.isfinite(t.detach()).all() for t in scores]).all()
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         replaced = 0
-        for name, param in self.weights.params.items():
+        for name, param in params.items():
             mask = self.weights.masks[name]
             if name in self.dense_layers:
                 if self.config.reset_dense_layers:
-                    self._reset_smallest(param, mask, math.ceil(rate * self.active[name]))
+                    self._reset_smallest(param, mask, math.ceil(rate * self.active[name]), finite)
                 continue
             count = math.ceil(rate * self.active[name])
             if count == 0:
@@ -340,24 +339,54 @@ class MaskUpdater(TrainingHook):
                      else random_growth(survived, count, generator, mask.numel() - self.active[name] + count))
             grown_mask = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
             grown_mask[grown] = True
-            grown_mask = grown_mask.view_as(mask)
-            self.weights.masks[name] = survived | grown_mask
-            param.mul_(survived)  # dead weights become zero; regrown ones start at zero
+            grown_mask = grown_mask.view_as(mask) & finite
+            self.weights.masks[name] = torch.where(finite, survived | grown_mask, mask)
+            param.mul_(torch.where(finite, survived, mask))  # dead weights become zero; regrown ones start at zero
             self._reset_momentum(param, optimizer, grown_mask)
             replaced += count
         self.weights.apply(optimizer, momentum=not self.config.stale_momentum)
-        after = self.weights.counts()
-        if after != before:
-            changed = next(name for name in before if before[name] != after[name])
-            raise RuntimeError(f"mask update at step {step + 1} changed {changed}'s kept count from {before[changed]} "
-                               f"to {after[changed]}: death and growth must replace the same number of weights")
+        self._watch(finite, step, epoch)
         self.updates.append({"step": step, "rate": rate, "replaced": replaced})
         self._check_processes_agree()
 
-    def _reset_smallest(self, param: torch.Tensor, mask: torch.Tensor, count: int) -> None:
+    def _watch(self, finite: torch.Tensor, step: int, epoch: int | None) -> None:
+        """Fold this update's refusal and count check into device flags (read only by :meth:`check`)."""
+        counts = torch.stack([mask.sum() for mask in self.weights.masks.values()])
+        if self._first_refused is None:  # made once: per-update host-to-device copies would stall a GPU
+            self._first_refused = torch.full((3,), -1, dtype=torch.long, device=counts.device)
+            self._expected = torch.tensor(list(self.active.values()), device=counts.device)
+        flags = self._first_refused
+        refused_now = (flags[0] < 0) & ~finite
+        flags[0] = torch.where(refused_now, step, flags[0])
+        flags[1] = torch.where(refused_now, -1 if epoch is None else epoch, flags[1])
+        drifted = (counts != self._expected).any() & finite
+        flags[2] = torch.where((flags[2] < 0) & drifted, step, flags[2])
+
+    def check(self) -> None:
+        """Raise for the first update refused since the start (non-finite scores) or one that changed a count."""
+        from .guards import DivergenceError, divergence_message
+
+        if self._first_refused is None:
+            return
+        step, epoch, drift = self._first_refused.tolist()  # the one host read, at the end of an epoch
+        if step >= 0:
+            subject = "the mask-update scores (weights or gradients) are not finite"
+            if epoch >= 0:
+                raise DivergenceError(divergence_message(subject, epoch + 1, step + 1))
+            raise DivergenceError(f"training diverged: {subject} at step {step + 1}; rerun with a lower learning "
+                                  f"rate (--lr)")
+        if drift >= 0:
+            raise RuntimeError(f"mask update at step {drift + 1} changed a layer's kept count: death and growth "
+                               f"must replace the same number of weights")
+
+    def end_of_epoch(self, epoch: int, model: nn.Module, stats: dict[str, float]) -> bool:
+        self.check()  # before the epoch's checkpoint or ticket is written
+        return False
+
+    def _reset_smallest(self, param: torch.Tensor, mask: torch.Tensor, count: int, finite: torch.Tensor) -> None:
         """The original's treatment of a dense layer: its ``count`` smallest weights are zeroed and stay in the mask."""
         if count:
-            param.mul_(magnitude_death(param, mask, count))
+            param.mul_(torch.where(finite, magnitude_death(param, mask, count), mask))
 
     def _reset_momentum(self, param: torch.Tensor, optimizer, grown: torch.Tensor) -> None:
         if optimizer is None or self.config.stale_momentum:
