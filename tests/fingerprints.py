@@ -93,7 +93,8 @@ def main(out: str) -> None:
         freetickets_run("main_pf", root / "pf", root / "data", *SPARSE[:1], "--sparse-init", "pruning", "--epochs", "1",
                         "--pretrain", str(root / "individual" / "3.pt"), "--density", "0.5")
         result = {name: folder_fingerprint(root / name) for name in ("imp", "prac", "edst", "dst", "individual", "pf")}
-    Path(out).write_text(json.dumps(result, indent=1, sort_keys=True))
+        text = json.dumps(result, indent=1, sort_keys=True).replace(str(root), "<tmp>")  # paths recorded in settings
+    Path(out).write_text(text)
     print(f"wrote {out}: {sum(len(v) for v in result.values())} files")
 
 
