@@ -181,16 +181,18 @@ class ShrinkingSubsets(RoundPolicy):
         self.recorder = CorrectnessRecorder(total)
         self.tables: dict[int, torch.Tensor] = {}
 
-    def plan(self, round_index, engine):
+    def plan(self, context):
+        if context.restored is not None:
+            self.sequence = context.restored
         share = len(self.sequence) / self.total
-        epochs = max(1, round(engine.config.epochs * share))
+        epochs = max(1, round(context.config.epochs * share))
         self.recorder = CorrectnessRecorder(self.total)
         return RoundPlan(epochs=epochs, milestones=[max(1, epochs // 2)], subset=self.sequence, with_indices=True,
                          hooks=[self.recorder])
 
-    def end_of_round(self, round_index, model, engine):
-        self.tables[round_index] = self.recorder.table
-        dense = engine.layout.read_ticket(0)
+    def end_of_round(self, context):
+        self.tables[context.round] = self.recorder.table
+        dense = context.layout.read_ticket(0)
         assert "features.0.weight" in dense
         self.sequence = self.sequence[: len(self.sequence) * 2 // 3]
 
@@ -198,7 +200,7 @@ class ShrinkingSubsets(RoundPolicy):
         return {"sequence": self.sequence.clone()}
 
     def load_state_dict(self, state):
-        self.sequence = state["sequence"]
+        return state["sequence"]
 
 
 def test_a_round_policy_trains_subsets_and_resumes_mid_round(tmp_path):
@@ -326,8 +328,8 @@ class SparseRun(RoundPolicy):
     def __init__(self, hook):
         self.hook = hook
 
-    def plan(self, round_index, engine):
-        return RoundPlan(epochs=4, milestones=[], lr_factor=lambda epoch: 1.0 if epoch < 2 else 0.1,
+    def plan(self, context):
+        return RoundPlan(epochs=4, milestones=[], learning_rates=[0.05, 0.05, 0.005, 0.005],
                          hooks=[self.hook])
 
 

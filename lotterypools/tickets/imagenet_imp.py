@@ -38,7 +38,7 @@ def openlth_config(**settings: Any) -> IMPConfig:
 
 
 class LevelRun(IMPEngine):
-    """An IMP run in one OpenLTH folder; ``run()`` trains every level not yet finished."""
+    """An IMP run in one OpenLTH folder; ``run()`` trains every level not yet finished (continuing a run there)."""
 
     def __init__(self, config: IMPConfig, model_factory: Callable[[], nn.Module], data: ImageFolderSplits,
                  context: DistributedContext, save_dir: Path, workers: int | None = None,
@@ -53,7 +53,3 @@ class LevelRun(IMPEngine):
         super().__init__(config, model_factory, train, ShardedEvaluator(data, context, config.workers, config.amp),
                          OpenLTHLayout(save_dir, config), context.device, policy=policy, hooks=hooks, log=log,
                          progress=progress, context=context)
-
-    def run(self) -> list[dict]:
-        """Train levels 0..``pruning_times - 1`` (continuing a run in the folder); one record per level."""
-        return super().run(resume=None)
