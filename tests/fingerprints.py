@@ -8,7 +8,6 @@ Not a test module (no ``test_`` prefix): a tool for refactors that must not chan
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import tempfile
@@ -19,38 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers.py beside this file
 torch.set_num_threads(1)
 
-TIMINGS = {"seconds"}
-TORCH_SUFFIXES = (".pth", ".pt", ".tar")
-
-
-def digest(value) -> object:
-    """A JSON-able fingerprint of a loaded value: tensors hashed by dtype, shape and bytes; timings dropped."""
-    if torch.is_tensor(value):
-        data = value.detach().cpu().contiguous().reshape(-1)
-        raw = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""
-        return f"tensor {str(value.dtype)} {list(value.shape)} {hashlib.sha256(raw).hexdigest()[:16]}"
-    if isinstance(value, dict):
-        return {str(k): digest(v) for k, v in value.items() if str(k) not in TIMINGS}
-    if isinstance(value, (list, tuple)):
-        return [digest(v) for v in value]
-    if isinstance(value, float):
-        return repr(value)
-    return value if value is None or isinstance(value, (int, str, bool)) else repr(value)
-
-
-def folder_fingerprint(folder: Path) -> dict[str, object]:
-    """Every file under ``folder``: torch files and JSON by content, other files (plots) by name only."""
-    out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name = str(path.relative_to(folder))
-        if path.name.endswith(TORCH_SUFFIXES):
-            out[name] = digest(torch.load(path, map_location="cpu", weights_only=False))
-        elif path.suffix == ".json":
-            out[name] = digest(json.loads(path.read_text()))
-        else:
-            out[name] = "present"
-    return out
-
+from helpers import folder_fingerprint  # noqa: E402
 
 def imp_run(folder: Path) -> None:
     from helpers import tiny_imp_run

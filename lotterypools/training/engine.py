@@ -505,8 +505,9 @@ class IMPEngine:
     def _close_round(self, model: nn.Module, progress: RoundProgress, plan: RoundPlan) -> None:
         result = progress.result
         index = progress.ticket_epoch - 1 - plan.start_epoch
+        kept = plan.density() if plan.density is not None else density(masks_of(model))
         record = {
-            "round": progress.round, "density": density(masks_of(model)), "val_acc": progress.ticket_val,
+            "round": progress.round, "density": kept, "val_acc": progress.ticket_val,
             "test_acc": result["test_ta"][index] if 0 <= index < len(result["test_ta"]) else None,
             "ticket_epoch": progress.ticket_epoch, "epochs": len(result["train_ta"]),
             "stopped_early": progress.stopped, "seconds": round(progress.seconds, 1),
@@ -516,7 +517,7 @@ class IMPEngine:
         if self.is_main:
             self.layout.close_round(progress, model, record)
         test = "-" if record["test_acc"] is None else f"{record['test_acc']:.2f}"
-        self.log(f"round {progress.round} done: density {100 * record['density']:.2f}%  ticket val "
+        self.log(f"{plan.label or f'round {progress.round}'} done: density {100 * record['density']:.2f}%  ticket val "
                  f"{progress.ticket_val:.2f} (epoch {progress.ticket_epoch})  test {test}  {progress.seconds:.0f}s")
 
     # ---------------------------------------------------------------- prune and rewind

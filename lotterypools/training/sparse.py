@@ -278,6 +278,10 @@ class MaskUpdater(TrainingHook):
         self.dense_layers = {name for name, mask in weights.masks.items() if counts[name] == mask.numel()}
         self.updates: list[dict] = []
 
+    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Zero the masked weights (and, unless stale momentum, their restored momentum) before training."""
+        self.weights.apply(optimizer, momentum=not self.config.stale_momentum)
+
     def after_step(self, step: Step) -> None:
         momentum = not self.config.stale_momentum
         self.weights.apply(step.optimizer, momentum=momentum)
