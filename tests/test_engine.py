@@ -10,7 +10,7 @@ from lotterypools.formats.original import OriginalLayout
 from lotterypools.core.torchfiles import load_file
 from lotterypools.training.masks import split_pruned_state
 from lotterypools.config.settings import IMPConfig
-from lotterypools.training.engine import IMPEngine, RoundPlan, RoundPolicy, fit, optimizer_at
+from lotterypools.training.engine import EpochResult, IMPEngine, RoundPlan, RoundPolicy, choose_ticket, fit, optimizer_at
 from lotterypools.core.errors import UserError
 from lotterypools.training.masks import density
 from lotterypools.formats.openlth import OpenLTHLayout
@@ -362,3 +362,20 @@ def test_a_sparse_training_run_with_phases_and_mask_updates_resumes_exactly(tmp_
     sparse_engine(tmp_path / "cut", SwapEveryThreeSteps()).run(resume=True)
     assert_same_states([state_of(paths.round_checkpoint(tmp_path / "whole", 0))],
                        [state_of(paths.round_checkpoint(tmp_path / "cut", 0))])
+
+
+def _epoch(epoch: int, val: float | None):
+    from lotterypools.training.loop import EpochStats
+
+    evaluation = {} if val is None else {"val": EpochStats(0.0, val)}
+    return EpochResult(epoch, EpochStats(0.0, 0.0), evaluation, 0.1, 0.0)
+
+
+def test_the_ticket_rule_is_a_function_of_the_ticket_so_far_and_the_epoch():
+    assert choose_ticket("best_val", -1, -1.0, _epoch(1, 50.0)) == (1, 50.0)
+    assert choose_ticket("best_val", 1, 50.0, _epoch(2, 50.0)) is None           # only a strictly better epoch
+    assert choose_ticket("best_val", 1, 50.0, _epoch(2, 60.0)) == (2, 60.0)
+    assert choose_ticket("best_val", 2, 60.0, _epoch(3, 40.0), phase_start=2) == (3, 40.0)  # a new phase starts over
+    assert choose_ticket("best_val", 3, 40.0, _epoch(4, 30.0), phase_start=2) is None
+    assert choose_ticket("last", 2, 60.0, _epoch(3, 10.0)) == (3, 10.0)
+    assert choose_ticket("best_val", 2, 60.0, _epoch(3, None)) == (3, -1.0)      # no validation split: the last

@@ -243,6 +243,13 @@ def test_an_edst_run_killed_mid_epoch_resumes_on_the_round_trainer_as_imp_does(t
     assert folder_fingerprint(tmp_path / "cut") == folder_fingerprint(tmp_path / "whole")
 
 
+def test_a_folder_whose_progress_file_is_not_a_freetickets_run_is_refused_in_one_line(tmp_path):
+    (tmp_path / "run" / "progress").mkdir(parents=True)
+    torch.save({"state": 0, "epoch": 3, "state_dict": {}}, tmp_path / "run" / "progress" / "edst.pth")  # an IMP checkpoint
+    with pytest.raises(UserError, match=r"edst.pth is not a FreeTickets progress file \(it lacks next_epoch, best, "):
+        tiny_edst_run(tmp_path / "run").run()
+
+
 def test_individual_then_pf_then_ensemble_modes(data_dir, tmp_path):
     dense = tmp_path / "individual"
     for seed in ("18", "19"):
