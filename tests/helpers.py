@@ -13,7 +13,9 @@ tickets (``write_image_folder``, ``write_openlth_tickets``, ``free_port``), ``ex
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
+import json
 import os
 import pickle
 import socket
@@ -298,3 +300,37 @@ def load_script_main(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
+
+
+# ---------------------------------------------------------------- fingerprints of run folders
+TIMINGS = {"seconds"}
+TORCH_SUFFIXES = (".pth", ".pt", ".tar")
+
+
+def digest(value) -> object:
+    """A JSON-able fingerprint of a loaded value: tensors hashed by dtype, shape and bytes; timings dropped."""
+    if torch.is_tensor(value):
+        data = value.detach().cpu().contiguous().reshape(-1)
+        raw = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""
+        return f"tensor {str(value.dtype)} {list(value.shape)} {hashlib.sha256(raw).hexdigest()[:16]}"
+    if isinstance(value, dict):
+        return {str(k): digest(v) for k, v in value.items() if str(k) not in TIMINGS}
+    if isinstance(value, (list, tuple)):
+        return [digest(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)
+    return value if value is None or isinstance(value, (int, str, bool)) else repr(value)
+
+
+def folder_fingerprint(folder: Path) -> dict[str, object]:
+    """Every file under ``folder``: torch files and JSON by content, other files (plots) by name only."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(path.relative_to(folder))
+        if path.name.endswith(TORCH_SUFFIXES):
+            out[name] = digest(torch.load(path, map_location="cpu", weights_only=False))
+        elif path.suffix == ".json":
+            out[name] = digest(json.loads(path.read_text()))
+        else:
+            out[name] = "present"
+    return out

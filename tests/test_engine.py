@@ -10,7 +10,7 @@ from lotterypools.formats.original import OriginalLayout
 from lotterypools.core.torchfiles import load_file
 from lotterypools.training.masks import split_pruned_state
 from lotterypools.config.settings import IMPConfig
-from lotterypools.training.engine import IMPEngine, RoundPlan, RoundPolicy, fit, optimizer_at
+from lotterypools.training.engine import EpochResult, IMPEngine, RoundPlan, RoundPolicy, choose_ticket, fit, optimizer_at
 from lotterypools.core.errors import UserError
 from lotterypools.training.masks import density
 from lotterypools.formats.openlth import OpenLTHLayout
@@ -181,16 +181,18 @@ class ShrinkingSubsets(RoundPolicy):
         self.recorder = CorrectnessRecorder(total)
         self.tables: dict[int, torch.Tensor] = {}
 
-    def plan(self, round_index, engine):
+    def plan(self, context):
+        if context.restored is not None:
+            self.sequence = context.restored
         share = len(self.sequence) / self.total
-        epochs = max(1, round(engine.config.epochs * share))
+        epochs = max(1, round(context.config.epochs * share))
         self.recorder = CorrectnessRecorder(self.total)
         return RoundPlan(epochs=epochs, milestones=[max(1, epochs // 2)], subset=self.sequence, with_indices=True,
                          hooks=[self.recorder])
 
-    def end_of_round(self, round_index, model, engine):
-        self.tables[round_index] = self.recorder.table
-        dense = engine.layout.read_ticket(0)
+    def end_of_round(self, context):
+        self.tables[context.round] = self.recorder.table
+        dense = context.layout.read_ticket(0)
         assert "features.0.weight" in dense
         self.sequence = self.sequence[: len(self.sequence) * 2 // 3]
 
@@ -198,7 +200,7 @@ class ShrinkingSubsets(RoundPolicy):
         return {"sequence": self.sequence.clone()}
 
     def load_state_dict(self, state):
-        self.sequence = state["sequence"]
+        return state["sequence"]
 
 
 def test_a_round_policy_trains_subsets_and_resumes_mid_round(tmp_path):
@@ -326,8 +328,8 @@ class SparseRun(RoundPolicy):
     def __init__(self, hook):
         self.hook = hook
 
-    def plan(self, round_index, engine):
-        return RoundPlan(epochs=4, milestones=[], lr_factor=lambda epoch: 1.0 if epoch < 2 else 0.1,
+    def plan(self, context):
+        return RoundPlan(epochs=4, milestones=[], learning_rates=[0.05, 0.05, 0.005, 0.005],
                          hooks=[self.hook])
 
 
@@ -360,3 +362,20 @@ def test_a_sparse_training_run_with_phases_and_mask_updates_resumes_exactly(tmp_
     sparse_engine(tmp_path / "cut", SwapEveryThreeSteps()).run(resume=True)
     assert_same_states([state_of(paths.round_checkpoint(tmp_path / "whole", 0))],
                        [state_of(paths.round_checkpoint(tmp_path / "cut", 0))])
+
+
+def _epoch(epoch: int, val: float | None):
+    from lotterypools.training.loop import EpochStats
+
+    evaluation = {} if val is None else {"val": EpochStats(0.0, val)}
+    return EpochResult(epoch, EpochStats(0.0, 0.0), evaluation, 0.1, 0.0)
+
+
+def test_the_ticket_rule_is_a_function_of_the_ticket_so_far_and_the_epoch():
+    assert choose_ticket("best_val", -1, -1.0, _epoch(1, 50.0)) == (1, 50.0)
+    assert choose_ticket("best_val", 1, 50.0, _epoch(2, 50.0)) is None           # only a strictly better epoch
+    assert choose_ticket("best_val", 1, 50.0, _epoch(2, 60.0)) == (2, 60.0)
+    assert choose_ticket("best_val", 2, 60.0, _epoch(3, 40.0), phase_start=2) == (3, 40.0)  # a new phase starts over
+    assert choose_ticket("best_val", 3, 40.0, _epoch(4, 30.0), phase_start=2) is None
+    assert choose_ticket("last", 2, 60.0, _epoch(3, 10.0)) == (3, 10.0)
+    assert choose_ticket("best_val", 2, 60.0, _epoch(3, None)) == (3, -1.0)      # no validation split: the last

@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, write_mnist_like
+from helpers import CPU, REPO, folder_fingerprint, tiny_model_factory, tiny_splits, write_mnist_like
 from lotterypools.analysis.calibration import ECE_BINS
 from lotterypools.core.errors import UserError
-from lotterypools.tickets.freetickets import edst_plan, imagenet_plan, single_plan
+from lotterypools.tickets.freetickets import FreeTicketsRun, RunConfig, cifar_sources, edst_plan, imagenet_plan, single_plan
+from lotterypools.training.engine import IMPEngine
+from lotterypools.training.loop import TrainingHook
+from lotterypools.training.sparse import SparseConfig
 from lotterypools.analysis.freetickets import calibration_summary, disagreement_summary, kl_summary, predict_summary
 
 TINY = ["--model", "conv2", "--data", "fashionmnist", "--no_download", "--device", "cpu", "--batch-size", "25",
@@ -170,29 +173,84 @@ def test_edst_saves_one_ticket_per_refine_phase_with_large_deaths(data_dir, tmp_
 
 
 def test_an_interrupted_edst_run_continues_exactly(data_dir, tmp_path, monkeypatch):
-    from lotterypools.tickets import freetickets
+    from lotterypools.formats.freetickets import FreeTicketsLayout
 
     args = ["--data_dir", str(data_dir), *TINY, *SPARSE, "--growth", "random", "--seed", "3", "--epochs-explo", "1",
             "--model-num", "2", "--epochs", "3"]
     command("main_edst")([*args, "--save_dir", str(tmp_path / "whole")])
-    original = freetickets.FreeTicketsRun._end_epoch
+    original = FreeTicketsLayout.write_epoch
 
-    def stop_after_two(self, result, *rest):
-        original(self, result, *rest)
-        if result.epoch == 2:
+    def stop_after_two(self, progress, *rest):
+        original(self, progress, *rest)
+        if progress.next_epoch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(freetickets.FreeTicketsRun, "_end_epoch", stop_after_two)
+    monkeypatch.setattr(FreeTicketsLayout, "write_epoch", stop_after_two)
     with pytest.raises(SystemExit):
         command("main_edst")([*args, "--save_dir", str(tmp_path / "cut")])
     assert not (tmp_path / "cut" / "model_1.pth").exists()
-    monkeypatch.setattr(freetickets.FreeTicketsRun, "_end_epoch", original)
+    monkeypatch.setattr(FreeTicketsLayout, "write_epoch", original)
     command("main_edst")([*args, "--save_dir", str(tmp_path / "cut")])
     for name in ("model_0.pth", "model_1.pth"):
         whole = torch.load(tmp_path / "whole" / name, weights_only=True)
         cut = torch.load(tmp_path / "cut" / name, weights_only=True)
         assert all(torch.equal(whole["state_dict"][k], cut["state_dict"][k]) for k in whole["state_dict"])
         assert all(torch.equal(whole["masks"][k], cut["masks"][k]) for k in whole["masks"])
+
+
+class KilledMidEpoch(Exception):
+    """Stands for the process being killed in the middle of an epoch."""
+
+
+class KillAtStep(TrainingHook):
+    def __init__(self, step: int):
+        self.step = step
+
+    def after_step(self, step):
+        if step.step == self.step:
+            raise KilledMidEpoch(f"step {step.step}")
+
+
+def tiny_edst_run(folder: Path, hooks=()) -> FreeTicketsRun:
+    """EDST (1 exploration epoch, 2 refine phases of 1 epoch, gradient growth every 2nd step) on the tiny data set."""
+    data = tiny_splits()  # 96 training images: 6 steps of 16 per epoch
+    sparse = SparseConfig(density=0.3, sparse_init="ERK", growth="gradient", update_frequency=2)
+    config = RunConfig(method="EDST", model="conv2", data="tiny", seed=3, batch_size=16, lr=0.05, sparse_config=sparse)
+    train, evaluate, trajectory = cifar_sources(data, 16, 32, CPU, 3)
+    return FreeTicketsRun(config, edst_plan(epochs=3, epochs_explo=1, model_num=2, lr=0.05), tiny_model_factory(), train,
+                          evaluate, CPU, folder, name="edst", trajectory=trajectory, hooks=hooks,
+                          log=lambda line: None, progress=False)
+
+
+def test_an_edst_run_killed_mid_epoch_resumes_on_the_round_trainer_as_imp_does(tmp_path, monkeypatch):
+    whole = tiny_edst_run(tmp_path / "whole").run()
+    assert [r["ticket"] for r in whole] == ["model_0.pth", "model_1.pth"]
+    with pytest.raises(KilledMidEpoch):
+        tiny_edst_run(tmp_path / "cut", hooks=[KillAtStep(2 * 6 + 3)]).run()  # in the third epoch
+    assert torch.load(tmp_path / "cut" / "progress" / "edst.pth", weights_only=True)["next_epoch"] == 2
+    continued_from = []
+    train_round = IMPEngine._train_round
+
+    def spy(self, model, progress, plan):
+        continued_from.append(progress.next_epoch)
+        return train_round(self, model, progress, plan)
+
+    monkeypatch.setattr(IMPEngine, "_train_round", spy)  # IMP's round trainer does the resuming
+    resumed = tiny_edst_run(tmp_path / "cut").run()
+    assert continued_from == [2]
+    untimed = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    assert untimed(resumed) == untimed(whole)
+    # provenance.json (times, runs) and the lock files say how the run went, not what it computed
+    results = lambda folder: {name: value for name, value in folder_fingerprint(folder).items()
+                              if name != "provenance.json" and not name.startswith(".")}
+    assert results(tmp_path / "cut") == results(tmp_path / "whole")
+
+
+def test_a_folder_whose_progress_file_is_not_a_freetickets_run_is_refused_in_one_line(tmp_path):
+    (tmp_path / "run" / "progress").mkdir(parents=True)
+    torch.save({"state": 0, "epoch": 3, "state_dict": {}}, tmp_path / "run" / "progress" / "edst.pth")  # an IMP checkpoint
+    with pytest.raises(UserError, match=r"edst.pth is not a FreeTickets progress file \(it lacks next_epoch, best, "):
+        tiny_edst_run(tmp_path / "run").run()
 
 
 def test_individual_then_pf_then_ensemble_modes(data_dir, tmp_path):

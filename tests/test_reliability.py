@@ -299,7 +299,7 @@ def test_another_seed_into_a_finished_freetickets_folder_is_refused(data_dir, tm
     command("main_dst")([*args, "--seed", "5"])
     with pytest.raises(SystemExit):
         command("main_dst")([*args, "--seed", "6"])
-    assert "holds a run with other settings (seed)" in last_error_line(capsys)
+    assert "holds a run with other settings (seed 5 -> 6)" in last_error_line(capsys)
 
 
 # ---------------------------------------------------------------------------------------------- 4. provenance

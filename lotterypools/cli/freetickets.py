@@ -207,10 +207,9 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     from ..core.device import resolve_device, seed_everything
     from ..core.errors import UserError
     from ..core.files import check_writable_folder
-    from ..tickets.freetickets import FreeTicketsRun, RunConfig, cifar_feeds
+    from ..tickets.freetickets import FreeTicketsRun, RunConfig, cifar_sources
     from ..models import build_model
-    from ..core.console import log
-    from ..core.records import format_table
+    from ..core.console import log, progress_wanted
 
     config = sparse_config(args, method)
     plan = training_plan(args, method)
@@ -231,17 +230,16 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     run_config = RunConfig(method=method, model=args.model, data=args.data, seed=args.seed, batch_size=args.batch_size,
                            lr=args.lr, momentum=args.momentum, l2=args.l2, sparse=args.sparse, sparse_config=config,
                            pretrain=str(args.pretrain) if method == "PF" else None)
-    feeds = cifar_feeds(data, args.batch_size, args.test_batch_size, device, args.seed)
+    train, evaluate, trajectory = cifar_sources(data, args.batch_size, args.test_batch_size, device, args.seed)
     if getattr(args, "select_on_test", False):
-        feeds.evaluate = selecting_on_test(feeds.evaluate)
+        evaluate = selecting_on_test(evaluate)
     name = {"DST": "dst", "EDST": "edst", "individual": f"seed{args.seed}"}.get(method) or Path(args.pretrain).stem
     from ..core.provenance import data_provenance
 
-    run = FreeTicketsRun(run_config, plan, factory, feeds, device, save_dir, name=name, start_weights=start,
-                         bare_tickets=method == "individual", data_provenance=data_provenance(data))
-    records = run.run()
-    log(format_table(records, ["ticket", "epoch", "density", "val_acc", "test_acc"]))
-    return records
+    run = FreeTicketsRun(run_config, plan, factory, train, evaluate, device, save_dir, name=name, start_weights=start,
+                         trajectory=trajectory, bare_tickets=method == "individual", progress=progress_wanted(),
+                         data_provenance=data_provenance(data))
+    return run.run()
 
 
 def selecting_on_test(evaluate):

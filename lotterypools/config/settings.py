@@ -206,5 +206,6 @@ def changed_settings(saved: Mapping[str, Any], config: Any) -> list[str]:
         if not f.metadata.get("affects_result", True) or f.name not in saved:
             continue
         if saved[f.name] != current[f.name]:
-            changed.append(f"{f.name} {_describe(saved[f.name])} -> {_describe(current[f.name])}")
+            nested = isinstance(saved[f.name], dict) or isinstance(current[f.name], dict)  # too long to print
+            changed.append(f.name if nested else f"{f.name} {_describe(saved[f.name])} -> {_describe(current[f.name])}")
     return changed

@@ -21,7 +21,7 @@ from .original import TicketFile, check_rounds_without_gaps
 from ..core.errors import UserError
 from ..core.torchfiles import atomic_save, load_file, state_dict_of, tensor_differences
 from ..training.masks import density, kept_count, masks_of, prunable_names, split_pruned_state
-from ..training.progress import RoundProgress
+from ..training.progress import RoundProgress, imp_summary_columns
 from ..core.records import read_json, write_json
 from ..core.types import Masks, Weights
 
@@ -169,6 +169,16 @@ class OpenLTHLayout:
                             f"ticket; use --ticket last (or the original's layout for best-validation tickets)")
         self.folder, self.config = Path(folder), config
         self.settings_path = settings_path(self.folder)
+
+    def read_settings(self) -> dict | None:
+        """The settings stored with the run (``None`` when the folder holds none)."""
+        return read_json(self.settings_path)
+
+    def write_settings(self, settings: dict) -> None:
+        write_json(self.settings_path, settings)
+
+    def summary_columns(self, ticket_rule: str) -> list[str]:
+        return imp_summary_columns(ticket_rule)
 
     def holds_run(self) -> bool:
         return mask_path(self.folder, 0).exists() or checkpoint_path(self.folder, 0).exists()

@@ -23,7 +23,7 @@ from ..core.errors import UserError
 from ..core.torchfiles import atomic_save, load_file, state_dict_of
 from ..core.types import Masks
 from ..training.masks import split_pruned_state
-from ..training.progress import RoundProgress
+from ..training.progress import RoundProgress, imp_summary_columns
 
 # Draws one round's training curve: (result lists, first epoch, title, PNG path); see analysis.plots.
 CurvePlotter = Callable[[Mapping[str, Sequence[float]], int, str, Path], None]
@@ -136,6 +136,20 @@ class OriginalLayout:
 
     def holds_run(self) -> bool:
         return paths.round_checkpoint(self.folder, 0).exists()
+
+    def read_settings(self) -> dict | None:
+        """The settings stored with the run (``None`` when the folder holds none)."""
+        from ..core.records import read_json
+
+        return read_json(self.settings_path)
+
+    def write_settings(self, settings: dict) -> None:
+        from ..core.records import write_json
+
+        write_json(self.settings_path, settings)
+
+    def summary_columns(self, ticket_rule: str) -> list[str]:
+        return imp_summary_columns(ticket_rule)
 
     def describe_missing(self) -> str:
         return f"no '<k>checkpoint.pth.tar' in {self.folder}"

@@ -1,28 +1,32 @@
 """FreeTickets runs (Liu et al., ICLR 2022): DST, EDST, PF and single models, trained with :class:`MaskUpdater`.
 
 A run is a :class:`TrainingPlan` (a learning rate per epoch and the phases that each save one ticket, the
-best-validation model of the phase) executed by :class:`FreeTicketsRun`: the project's ``train_one_epoch``
-with the mask updater as its hook, an atomic per-epoch checkpoint (model, optimiser, masks, bests), and
-atomic ticket files. Rerunning the same command continues from the last finished epoch.
+best-validation model of the phase) trained as one round of the round trainer
+(:class:`lotterypools.training.engine.IMPEngine`): :class:`FreeTicketsPolicy` gives the round its learning
+rates, phases and hooks (the mask updater, the per-epoch history), and
+:class:`lotterypools.formats.freetickets.FreeTicketsLayout` writes the files. Resume, the settings check, the
+ticket rule and the optimiser restore are the engine's: rerunning the same command continues after the last
+finished epoch.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from ..core.torchfiles import atomic_save, check_compatible, load_file
-from ..core.errors import UserError
+from ..config.settings import IMPConfig
 from ..core.console import log
-from ..core.records import write_json
-from ..training.sparse import MaskedWeights, MaskUpdater, SparseConfig, initial_masks, sparse_layer_report
-from ..training.engine import EpochResult, fit
-from ..training.loop import EpochStats, build_optimizer
+from ..core.errors import UserError
+from ..core.torchfiles import check_compatible
+from ..formats.freetickets import PROGRESS_KEYS, FreeTicketsLayout
+from ..training.engine import Evaluator, IMPEngine, RoundContext, RoundPlan, RoundPolicy, TrainData
+from ..training.loop import TrainingHook
+from ..training.sparse import MaskedWeights, MaskUpdater, SparseConfig, initial_masks
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -129,24 +133,6 @@ def imagenet_plan(epochs: int, epochs_explo: int, epochs_refine: int, lr: float,
     return TrainingPlan(lrs, phases)
 
 
-class PlanLearningRate:
-    """The plan's learning rate for each epoch, as a schedule object for :func:`~lotterypools.training.engine.fit`
-    (``step()`` once per finished epoch); built at ``epoch``, so a resumed run continues the schedule."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, lrs: Sequence[float], epoch: int):
-        self.optimizer, self.lrs, self.epoch = optimizer, list(lrs), epoch
-        self._apply()
-
-    def step(self) -> None:
-        self.epoch += 1
-        self._apply()
-
-    def _apply(self) -> None:
-        lr = self.lrs[min(self.epoch, len(self.lrs) - 1)]
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-
 # ---------------------------------------------------------------------------------------------- run
 @dataclass
 class RunConfig:
@@ -168,199 +154,135 @@ class RunConfig:
     norm_weight_decay: bool = True
 
 
-@dataclass
-class DataFeeds:
-    """Where a run's batches come from: ``train(epoch)`` gives that epoch's shuffled batches (``steps`` of them);
-    ``evaluate(model)`` gives ``{"val": stats, "test": stats}`` (sharded over processes where there are several);
-    ``trajectory(model)``, when set, the softmax outputs recorded each epoch for the t-SNE picture."""
+class PhaseRecorder(TrainingHook):
+    """The run's per-epoch history (epoch, phase, statistics, density) and, when ``trajectory`` is given, the
+    softmax outputs it records after each epoch (for the t-SNE picture)."""
 
-    train: Callable[[int], Iterable]
-    steps: int
-    evaluate: Callable[[nn.Module], dict[str, EpochStats]]
-    trajectory: Callable[[nn.Module], torch.Tensor] | None = None
+    def __init__(self, plan: TrainingPlan, masked: MaskedWeights | None, history: list[dict], trajectory: list,
+                 record_outputs: Callable[[nn.Module], torch.Tensor] | None):
+        self.plan, self.masked, self.history, self.trajectory = plan, masked, history, trajectory
+        self.record_outputs = record_outputs
+
+    def end_of_epoch(self, epoch: int, model: nn.Module, stats: dict[str, float]) -> bool:
+        stats = dict(stats)
+        seconds = stats.pop("seconds", 0.0)
+        density = self.masked.density() if self.masked is not None else 1.0
+        self.history.append({"epoch": epoch + 1, "phase": self.plan.phase_of(epoch), **stats, "density": density,
+                             "seconds": round(seconds, 2)})
+        if self.record_outputs is not None:
+            self.trajectory.append(self.record_outputs(model))
+        return False
 
 
-class FreeTicketsRun:
-    """Train one model through ``plan`` into ``save_dir``; ``run()`` returns one record per saved ticket."""
+class FreeTicketsPolicy(RoundPolicy):
+    """One round through ``plan``: its learning rates and phases, the sparse masks and their updater, the history.
 
-    def __init__(self, config: RunConfig, plan: TrainingPlan, model_factory: Callable[[], nn.Module], feeds: DataFeeds,
-                 device: torch.device, save_dir: Path, name: str = "run", start_weights: dict | None = None,
-                 is_main: bool = True, wrap: Callable[[nn.Module], nn.Module] = lambda model: model,
-                 bare_tickets: bool = False, log: Callable[[str], None] = log, data_provenance: dict | None = None):
+    ``steps`` is the number of optimiser steps per epoch (the updater's schedule is in steps)."""
+
+    def __init__(self, config: RunConfig, plan: TrainingPlan, steps: int, name: str,
+                 trajectory: Callable[[nn.Module], torch.Tensor] | None = None):
+        self.config, self.training_plan, self.steps, self.name = config, plan, steps, name
+        self.record_outputs = trajectory
+        self.masked: MaskedWeights | None = None
+        self.updater: MaskUpdater | None = None
+        self.recorder: PhaseRecorder | None = None
+
+    def plan(self, context: RoundContext) -> RoundPlan:
+        """The round: fresh masks (or the resumed ones in ``context.restored``), the updater, the recorder."""
+        cfg, plan, restored = self.config, self.training_plan, context.restored or {}
+        if "masks" in restored:
+            masks = restored["masks"]
+        else:
+            masks = initial_masks(context.model, cfg.sparse_config, cfg.seed) if cfg.sparse else {}
+        self.masked = MaskedWeights(context.model, masks) if masks else None
+        hooks: list[TrainingHook] = []
+        if self.masked is not None:
+            starts = [phase.start * self.steps for phase in plan.phases]
+            large = [phase.start * self.steps for phase in plan.phases if phase.large_death]
+            self.updater = MaskUpdater(self.masked, cfg.sparse_config, plan.epochs * self.steps, cfg.seed, starts, large)
+            self.updater.updates = list(restored.get("updates", []))
+            hooks.append(self.updater)
+            context.log(f"{self.name}: density {self.masked.density():.4f} over {len(self.masked.masks)} conv/linear weights")
+        self.recorder = PhaseRecorder(plan, self.masked, list(restored.get("history", [])),
+                                      list(restored.get("trajectory", [])), self.record_outputs)
+        hooks.append(self.recorder)
+        masked = self.masked
+        return RoundPlan(epochs=plan.epochs, milestones=[], learning_rates=list(plan.lrs), hooks=hooks,
+                         phase_starts=[phase.start for phase in plan.phases], decay_norms=cfg.norm_weight_decay,
+                         label_smoothing=cfg.label_smoothing, label=self.name,
+                         density=(lambda: masked.density()) if masked is not None else None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """History, masks, softmax trajectory and mask updates: what the progress file keeps beside the model."""
+        return {"history": self.recorder.history, "masks": self.masked.state() if self.masked is not None else {},
+                "trajectory": self.recorder.trajectory, "updates": self.updater.updates if self.masked is not None else [],
+                # the kept count every ticket must have (updates replace as many weights as they remove); not stored
+                "planned_kept": sum(self.updater.active.values()) if self.masked is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> dict[str, Any]:
+        """What ``plan`` continues from (the layout has checked the progress file's keys)."""
+        return {key: state[key] for key in ("history", "masks", "trajectory", "updates")}
+
+
+def plan_record(plan: TrainingPlan) -> dict:
+    """The plan as stored in the run's settings (learning rates and phases decide the result)."""
+    return {"lrs": plan.lrs, "phases": [asdict(p) for p in plan.phases]}
+
+
+class FreeTicketsRun(IMPEngine):
+    """One FreeTickets run into ``save_dir``: the round trainer with :class:`FreeTicketsPolicy` and FreeTickets'
+    files; ``run()`` (the engine's) continues a run found there and returns one record per saved ticket.
+
+    ``start_weights`` (PF's dense model) replace the seeded initialisation; ``trajectory(model)`` gives the
+    softmax outputs recorded each epoch; ``bare_tickets`` saves tickets as bare state dicts (main_individual.py);
+    ``hooks`` join the policy's.
+    """
+
+    def __init__(self, config: RunConfig, plan: TrainingPlan, model_factory: Callable[[], nn.Module],
+                 train: TrainData, evaluator: Evaluator, device: torch.device, save_dir: Path, *, name: str = "run",
+                 start_weights: dict | None = None, trajectory: Callable[[nn.Module], torch.Tensor] | None = None,
+                 bare_tickets: bool = False, context: Any = None, hooks: Sequence[TrainingHook] = (),
+                 log: Callable[[str], None] = log, progress: bool = True, data_provenance: dict | None = None):
         config.sparse_config.validate()
-        # the data's name, normalisation, folder and fingerprint for provenance.json (lotterypools.provenance)
+        if start_weights is not None:  # checked before the engine seeds and builds the model
+            check_compatible(start_weights, model_factory().state_dict(), Path(config.pretrain or "--pretrain"),
+                             f"--model {config.model}")
+        self.start_weights = start_weights
+        settings = replace(config, plan=plan_record(plan))
+        steps = len(train.batches(0, 0))
+        # The round trainer's own settings: one round, no pruning, each phase's best-validation epoch its ticket;
+        # lr is a placeholder (the plan's learning_rates set every epoch's rate, and FreeTickets allows --lr 0).
+        engine_config = IMPConfig(arch=config.model, dataset=config.data, epochs=plan.epochs,
+                                  batch_size=config.batch_size, lr=1.0, momentum=config.momentum,
+                                  weight_decay=config.l2, milestones=[], seed=config.seed, pruning_times=1,
+                                  prune_type="lt", rewind_epoch=0, ticket="best_val")
+        layout = FreeTicketsLayout(save_dir, name, settings, plan.phases, plan.epochs, bare_tickets)
+        super().__init__(engine_config, model_factory, train, evaluator, layout, device,
+                         policy=FreeTicketsPolicy(config, plan, steps, name, trajectory), hooks=hooks, log=log,
+                         progress=progress, context=context, settings=settings)
+        self.lock_name = name  # one lock per run name: individual models of several seeds may share a folder
+        # the data's name, normalisation, folder and fingerprint for provenance.json (lotterypools.core.provenance)
         self.data_provenance = data_provenance or {"dataset": config.data}
-        self.config, self.plan, self.factory, self.feeds = config, plan, model_factory, feeds
-        self.device, self.save_dir, self.name = device, Path(save_dir), name
-        self.start_weights, self.is_main, self.wrap = start_weights, is_main, wrap
-        self.bare_tickets = bare_tickets
-        self.log = log if is_main else (lambda message: None)
-        self.progress_path = self.save_dir / "progress" / f"{name}.pth"
 
-    # ------------------------------------------------------------------ set-up
-    def _fresh(self) -> tuple[nn.Module, dict]:
-        torch.manual_seed(self.config.seed)
-        model = self.factory()
-        if self.start_weights is not None:
-            check_compatible(self.start_weights, model.state_dict(), Path(self.config.pretrain or "--pretrain"),
-                             f"--model {self.config.model}")
-            model.load_state_dict(self.start_weights)
-        masks = initial_masks(model, self.config.sparse_config, self.config.seed) if self.config.sparse else {}
-        # the kept count every ticket of the run must have (DST's updates replace as many weights as they remove)
-        planned = sum(int(m.count_nonzero()) for m in masks.values()) if masks else None
-        return model, {"next_epoch": 0, "best": {}, "history": [], "masks": masks, "optimizer": None,
-                       "trajectory": [], "updates": [], "planned_kept": planned}
-
-    def _load_progress(self) -> tuple[nn.Module, dict] | None:
-        if not self.progress_path.exists():
-            return None
-        saved = load_file(self.progress_path)
-        if saved.get("config") != self._config_record():
-            old, new = saved.get("config", {}), self._config_record()
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise UserError(f"{self.save_dir} holds a run with other settings ({', '.join(changed)}); rerun the same "
-                            f"command to continue it, or give another --save_dir")
-        model = self.factory()
-        model.load_state_dict(saved["model"])
-        self.log(f"continuing {self.name} after epoch {saved['next_epoch']} from {self.progress_path}")
-        return model, saved
-
-    def _config_record(self) -> dict:
-        record = asdict(self.config)
-        record["plan"] = {"lrs": self.plan.lrs, "phases": [asdict(p) for p in self.plan.phases]}
-        return record
-
-    # ------------------------------------------------------------------ the loop
-    def run(self) -> list[dict]:
-        """Train every epoch not yet done (on the engine's :func:`~lotterypools.training.engine.fit`); return the tickets' records.
-
-        The folder is locked for this run name (``.<name>.lock``) while it trains: a second run of the same name
-        into it is refused; its provenance is recorded (:mod:`lotterypools.core.runlock`).
-        """
-        from ..core.provenance import run_entry
-        from ..core.runlock import hold_run_folder
-
-        with hold_run_folder(self.save_dir, run_entry(self.device, **self.data_provenance), name=self.name,
-                             is_main=self.is_main):
-            return self._run()
-
-    def _run(self) -> list[dict]:
-        model, state = self._load_progress() or self._fresh()
-        model.to(self.device)
-        masked = MaskedWeights(model, state["masks"]) if state["masks"] else None
-        optimizer = self._optimizer(model)
-        if state["optimizer"] is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        hooks = [self._updater(masked, state)] if masked is not None else []
-        if masked is not None:
-            # stale momentum (the original CIFAR core) keeps masked buffers, so a resumed run must not clear them
-            masked.apply(optimizer, momentum=not self.config.sparse_config.stale_momentum)
-            self.log(f"{self.name}: density {masked.density():.4f} over {len(masked.masks)} conv/linear weights")
-        schedule = PlanLearningRate(optimizer, self.plan.lrs, state["next_epoch"])
-        fit(model, self.feeds.train, optimizer, schedule, self.device, start_epoch=state["next_epoch"],
-            epochs=self.plan.epochs, evaluate=self.feeds.evaluate,
-            hooks=hooks, train_module=self.wrap(model),
-            on_epoch=lambda result: self._end_epoch(result, model, optimizer, masked, state),
-            describe=lambda epoch: f"{self.name} epoch {epoch + 1}" if self.is_main else None,
-            label_smoothing=self.config.label_smoothing)
-        return self._records(state)
-
-    def _optimizer(self, model: nn.Module) -> torch.optim.SGD:
-        """SGD; without ``norm_weight_decay`` (the original ImageNet code) BN parameters and biases get no decay."""
-        cfg = self.config
-        if cfg.norm_weight_decay:
-            return build_optimizer(model, cfg.lr, cfg.momentum, cfg.l2)
-        plain = [p for p in model.parameters() if p.dim() <= 1]
-        decayed = [p for p in model.parameters() if p.dim() > 1]
-        return torch.optim.SGD([{"params": decayed}, {"params": plain, "weight_decay": 0.0}], lr=cfg.lr,
-                               momentum=cfg.momentum, weight_decay=cfg.l2)
-
-    def _updater(self, masked: MaskedWeights, state: dict) -> MaskUpdater:
-        steps = self.feeds.steps
-        starts = [phase.start * steps for phase in self.plan.phases]
-        large = [phase.start * steps for phase in self.plan.phases if phase.large_death]
-        updater = MaskUpdater(masked, self.config.sparse_config, self.plan.epochs * steps, self.config.seed, starts, large)
-        updater.updates = state["updates"]
-        return updater
-
-    def _end_epoch(self, result: EpochResult, model: nn.Module, optimizer, masked, state: dict) -> None:
-        """Record the epoch, keep the phase's best-validation ticket, write the checkpoint atomically."""
-        epoch = result.epoch - 1
-        phase_index = self.plan.phase_of(epoch)
-        density = masked.density() if masked is not None else 1.0
-        record = {"epoch": result.epoch, "phase": phase_index, **result.stats(), "density": density,
-                  "seconds": round(result.seconds, 2)}
-        state["history"].append(record)
-        if self.feeds.trajectory is not None:
-            state["trajectory"].append(self.feeds.trajectory(model))
-        self._save_ticket_if_best(phase_index, model, masked, record, state)
-        state["next_epoch"] = result.epoch
-        state["masks"] = masked.state() if masked is not None else {}
-        state["optimizer"] = optimizer.state_dict()
-        if self.is_main:
-            atomic_save({**state, "model": model.state_dict(), "config": self._config_record()}, self.progress_path)
-            self._write_side_files(state)
-        self.log(f"{self.name} epoch {result.epoch}/{self.plan.epochs}  lr {result.lr:.4g}  loss {result.train.loss:.4f}  "
-                 f"train {result.train.accuracy:.2f}  val {record['val_acc']:.2f}  test {record['test_acc']:.2f}  "
-                 f"density {density:.4f}  {result.seconds:.1f}s")
-
-    def _save_ticket_if_best(self, phase_index: int, model: nn.Module, masked, record: dict, state: dict) -> None:
-        """Each phase keeps its best-validation model (selection never looks at the test set)."""
-        phase = self.plan.phases[phase_index]
-        best = state["best"].get(phase_index)
-        if phase.ticket is None or (best is not None and record["val_acc"] <= best["val_acc"]):
-            return
-        state["best"][phase_index] = {**record, "ticket": phase.ticket}
-        if not self.is_main:
-            return
-        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        self._check_ticket(weights, masked, state, self.save_dir / phase.ticket)
-        ticket = weights if self.bare_tickets else {
-            "epoch": record["epoch"], "state_dict": weights, "masks": masked.state() if masked is not None else {},
-            "arch": self.config.model, "dataset": self.config.data, "method": self.config.method,
-            "density": record["density"], "val_acc": record["val_acc"], "test_acc": record["test_acc"],
-            "seed": self.config.seed}
-        atomic_save(ticket, self.save_dir / phase.ticket)
-
-    def _check_ticket(self, weights: dict, masked, state: dict, path: Path) -> None:
-        """Refuse to write a ticket from non-finite weights, or whose masks keep another count than planned."""
-        from ..training.guards import check_finite, check_ticket_density
-
-        check_finite(weights, "the ticket's weight")
-        if masked is None:
-            return
-        planned = state.get("planned_kept")
-        if planned is None and self.config.sparse_config.sparse_init != "resume":  # progress written before the field
-            planned = round(self.config.sparse_config.density * sum(m.numel() for m in masked.masks.values()))
-        if planned is not None:
-            check_ticket_density(masked.masks, planned, path)
-
-    def _write_side_files(self, state: dict) -> None:
-        write_json(self.save_dir / f"history_{self.name}.json",
-                   {"config": self._config_record(), "history": state["history"], "tickets": self._records(state),
-                    "mask_updates": len(state["updates"]),
-                    "layers": sparse_layer_report(state["masks"]) if state["masks"] else []})
-        if state["trajectory"]:
-            atomic_save({"name": self.name, "epochs": [h["epoch"] for h in state["history"]],
-                         "phases": [h["phase"] for h in state["history"]], "probs": torch.stack(state["trajectory"])},
-                        self.save_dir / f"trajectory_{self.name}.pt")
-
-    @staticmethod
-    def _records(state: dict) -> list[dict]:
-        return [state["best"][k] for k in sorted(state["best"])]
+    def initial_weights(self) -> dict | None:
+        """PF's dense model, or ``None`` for the seeded initialisation."""
+        return self.start_weights
 
 
-def cifar_feeds(data, batch_size: int, test_batch_size: int, device: torch.device, seed: int,
-                trajectory_images: int = 256) -> DataFeeds:
-    """The engine's in-memory sources (:mod:`lotterypools.training.sources`): shuffled, augmented training batches that
-    depend only on (seed, epoch), validation and test evaluation, and each epoch's softmax outputs on the
+def cifar_sources(data, batch_size: int, test_batch_size: int, device: torch.device, seed: int,
+                  trajectory_images: int = 256) -> tuple[TrainData, Evaluator, Callable[[nn.Module], torch.Tensor]]:
+    """The engine's in-memory sources (:mod:`lotterypools.training.sources`): shuffled, augmented training batches
+    that depend only on (seed, epoch), validation and test evaluation, and each epoch's softmax outputs on the
     first ``trajectory_images`` test images (for the t-SNE picture)."""
     from ..data.datasets import BatchSource, Split
-    from ..training.sources import SplitEvaluator, SplitTrainData
     from ..training.loop import predict
+    from ..training.sources import SplitEvaluator, SplitTrainData
 
     train = SplitTrainData(data, batch_size, device, seed)
     first = BatchSource(Split(data.test.images[:trajectory_images], data.test.labels[:trajectory_images]), 256, device)
-    return DataFeeds(train=lambda epoch: train.batches(0, epoch), steps=len(train.batches(0, 0)),
-                     evaluate=SplitEvaluator(data, device, batch_size=test_batch_size),
-                     trajectory=lambda model: predict(model, first, device)[0].softmax(1).half())
+    return (train, SplitEvaluator(data, device, batch_size=test_batch_size),
+            lambda model: predict(model, first, device)[0].softmax(1).half())
+
+
+__all__ = ["FreeTicketsPolicy", "FreeTicketsRun", "PROGRESS_KEYS", "Phase", "RunConfig", "TrainingPlan",
+           "cifar_sources", "edst_plan", "imagenet_plan", "single_plan"]

@@ -38,7 +38,7 @@ def openlth_config(**settings: Any) -> IMPConfig:
 
 
 class LevelRun(IMPEngine):
-    """An IMP run in one OpenLTH folder; ``run()`` trains every level not yet finished."""
+    """An IMP run in one OpenLTH folder; ``run()`` trains every level not yet finished (continuing a run there)."""
 
     def __init__(self, config: IMPConfig, model_factory: Callable[[], nn.Module], data: ImageFolderSplits,
                  context: DistributedContext, save_dir: Path, workers: int | None = None,
@@ -56,7 +56,3 @@ class LevelRun(IMPEngine):
         from ..core.provenance import data_provenance
 
         self.data_provenance = data_provenance(data)
-
-    def run(self) -> list[dict]:
-        """Train levels 0..``pruning_times - 1`` (continuing a run in the folder); one record per level."""
-        return super().run(resume=None)

@@ -26,7 +26,12 @@ __all__ = ["IMPConfig", "IMPRun", "PRUNE_TYPES"]
 
 
 class IMPRun(IMPEngine):
-    """An IMP run over one folder in the original's layout: ``run()`` trains every round not yet finished."""
+    """An IMP run over one folder in the original's layout: ``run()`` trains every round not yet finished.
+
+    As the original, a folder that holds a run is continued only when asked (``run(resume=True)``, ``--resume``).
+    """
+
+    rerun_continues = False
 
     def __init__(self, config: IMPConfig, model_factory: Callable[[], nn.Module], data: DataSplits,
                  device: torch.device, save_dir: Path, log: Callable[[str], None] = log, progress: bool = True,
@@ -41,7 +46,3 @@ class IMPRun(IMPEngine):
         from ..core.provenance import data_provenance
 
         self.data_provenance = data_provenance(data)
-
-    def run(self, resume: bool = False, checkpoint: Path | None = None) -> list[dict]:
-        """Train all rounds; with ``resume``, continue from ``checkpoint`` or the last one in the folder."""
-        return super().run(resume=resume, checkpoint=checkpoint)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..data.datasets import BatchSource, DataSplits
-from ..training.engine import IMPEngine, RoundPlan, RoundPolicy
+from ..training.engine import RoundContext, RoundPlan, RoundPolicy
 from ..core.errors import UserError
 from .imp import IMPConfig, IMPRun
 from .prac import (MaskDistanceStop, critical_for_pruning, critical_for_training, forgetting_counts, next_subset,
@@ -74,12 +74,17 @@ class PrACPolicy(RoundPolicy):
         self.round = 0
         self.recorder: CorrectnessRecorder | None = None
         self.stop: RoundStop | None = None
-        self._restored: dict[str, Any] | None = None  # the checkpoint being resumed
 
     # ---------------------------------------------------------------- a round's plan
-    def plan(self, round_index: int, engine: IMPEngine) -> RoundPlan:
-        """Round 0: the configured schedule; later rounds: scaled by the set's share. Always from epoch 0."""
-        cfg, subset = engine.config, self.subsets[round_index]
+    def plan(self, context: RoundContext) -> RoundPlan:
+        """Round 0: the configured schedule; later rounds: scaled by the set's share. Always from epoch 0.
+
+        On resume ``context.restored`` (from :meth:`load_state_dict`) gives back the round's set, the
+        correctness columns already recorded and the early-stop queue."""
+        round_index, cfg, restored = context.round, context.config, context.restored
+        if restored is not None:
+            self.subsets[round_index] = restored["sequence"]
+        subset = self.subsets[round_index]
         if round_index == 0:
             epochs, milestones, warmup = cfg.epochs, list(cfg.milestones), cfg.warmup
         else:
@@ -88,12 +93,11 @@ class PrACPolicy(RoundPolicy):
         self.round = round_index
         self.recorder = CorrectnessRecorder(self.train_number)  # batch indices are positions in the whole split
         min_epochs = cfg.rewind_point if round_index == 0 else 0  # never stop before the rewind weights exist
-        self.stop = RoundStop(self.settings.eb_eps, self.settings.queue_length, remaining_weights(engine.model),
+        self.stop = RoundStop(self.settings.eb_eps, self.settings.queue_length, remaining_weights(context.model),
                               cfg.rate, warmup, min_epochs=min_epochs)
-        if self._restored is not None and int(self._restored["state"]) == round_index:
-            self.recorder.columns = list(torch.as_tensor(self._restored["prediction"]).unbind(1))
-            self.stop.load_state(self._restored)
-        self._restored = None
+        if restored is not None:
+            self.recorder.columns = list(restored["prediction"].unbind(1))
+            self.stop.load_state(restored["stop"])
         return RoundPlan(epochs=epochs, milestones=milestones, warmup=warmup, start_epoch=0, subset=subset,
                          with_indices=True, hooks=[self.recorder, self.stop])
 
@@ -103,7 +107,8 @@ class PrACPolicy(RoundPolicy):
         stop = self.stop.state() if self.stop is not None else {}
         return {"sequence": self.subsets[self.round].clone(), "prediction": table, **stop, "prac": asdict(self.settings)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Check a resumed checkpoint's PrAC keys and settings; return its set, correctness table and stop state."""
         missing = [key for key in PRAC_KEYS if key not in state]
         if missing:
             raise UserError(f"the checkpoint holds no PrAC keys ({', '.join(missing)}): it is not a main_PrAC_imp.py "
@@ -113,46 +118,47 @@ class PrACPolicy(RoundPolicy):
             changed = [f"{k} {saved.get(k)} -> {v}" for k, v in asdict(self.settings).items() if saved.get(k) != v]
             raise UserError(f"the run was started with other PrAC settings ({'; '.join(changed)}): rerun with the same "
                             f"settings to continue it, or choose another --save_dir")
-        self.subsets[int(state["state"])] = torch.as_tensor(state["sequence"], dtype=torch.long)
-        self._restored = state
+        return {"sequence": torch.as_tensor(state["sequence"], dtype=torch.long),
+                "prediction": torch.as_tensor(state["prediction"]), "stop": state}
 
     # ---------------------------------------------------------------- the next set
-    def end_of_round(self, round_index: int, model: nn.Module, engine: IMPEngine) -> None:
+    def end_of_round(self, context: RoundContext) -> None:
         """CET of this round ∪ CEP (from round 1 on) becomes the next round's set; an empty set stops the run."""
-        s, cfg = self.settings, engine.config
+        s, cfg, round_index = self.settings, context.config, context.round
         trained = int(self.subsets[round_index].numel())
-        epochs = next((r["epochs"] for r in engine.summary() if r["round"] == round_index), len(self.recorder.columns))
+        epochs = context.epochs_trained
         record: dict[str, Any] = {"round": round_index, "trained": trained, "epochs": epochs,
                                   "iterations": epochs * -(-trained // cfg.batch_size), "cet": None, "cep": None, "next": None}
         last = round_index + 1 >= cfg.pruning_times  # the original computes the last round's set and discards it
         if not last:
             counts = forgetting_counts(self.recorder.table)
             cet = critical_for_training(counts, s.data_prune, s.threshold, s.data_rate, round_index, self.train_number)
-            cep = self._disagreement(round_index, engine) if round_index >= 1 else None
+            cep = self._disagreement(context) if round_index >= 1 else None
             subset = next_subset(cet, cep)
             record.update(cet=int(cet.numel()), cep=None if cep is None else int(cep.numel()), next=int(subset.numel()))
-        if engine.is_main:
-            records = [r for r in read_json(sets_file(engine.save_dir), default=[]) if r["round"] != round_index]
-            write_json(sets_file(engine.save_dir), sorted(records + [record], key=lambda r: r["round"]))
+        folder = context.layout.folder
+        if context.is_main:
+            records = [r for r in read_json(sets_file(folder), default=[]) if r["round"] != round_index]
+            write_json(sets_file(folder), sorted(records + [record], key=lambda r: r["round"]))
         if last:
             return
-        engine.log(f"PrAC set for round {round_index + 1}: {record['next']} images (CET {record['cet']}, CEP {record['cep']})")
+        context.log(f"PrAC set for round {round_index + 1}: {record['next']} images (CET {record['cet']}, CEP {record['cep']})")
         if subset.numel() == 0:
             raise UserError(f"round {round_index} selected no training images for round {round_index + 1} (no sample "
                             f"was forgotten more than --threshold {s.threshold} times, none never learned, no "
-                            f"disagreement): PrAC stops here, rounds 0-{round_index} are kept in {engine.save_dir}; "
+                            f"disagreement): PrAC stops here, rounds 0-{round_index} are kept in {folder}; "
                             f"lower --threshold or use main_imp.py to go on with the whole split")
         self.subsets[round_index + 1] = subset
 
-    def _disagreement(self, round_index: int, engine: IMPEngine) -> torch.Tensor:
+    def _disagreement(self, context: RoundContext) -> torch.Tensor:
         """CEP: training samples where the best dense (round 0) and the best round-k networks predict differently."""
         networks = []
-        for index in (0, round_index):
-            network = engine.model_factory().to(engine.device)
-            network.load_state_dict(engine.layout.read_ticket(index))
+        for index in (0, context.round):
+            network = context.model_factory().to(context.device)
+            network.load_state_dict(context.layout.read_ticket(index))
             networks.append(network)
-        batches = BatchSource(self.data.train, 500, engine.device)  # un-augmented, in order: positions are indices
-        return critical_for_pruning(networks[0], networks[1], batches, engine.device)
+        batches = BatchSource(self.data.train, 500, context.device)  # un-augmented, in order: positions are indices
+        return critical_for_pruning(networks[0], networks[1], batches, context.device)
 
 
 class PrACRun(IMPRun):

@@ -12,48 +12,30 @@ Two layers:
   writer per format: :class:`lotterypools.formats.original.OriginalLayout` for the original's
   ``{k}checkpoint.pth.tar`` folders, :class:`lotterypools.formats.openlth.OpenLTHLayout` for OpenLTH's
   ``level_k/main/``); which epoch is the ticket is ``config.ticket`` (``best_val`` or ``last``); what a
-  round trains is a :class:`RoundPlan` from a :class:`RoundPolicy` (the default, :class:`IMPPolicy`, is
-  plain IMP). Training data and evaluation come in as a :class:`TrainData` and an :class:`Evaluator`
-  (in-memory splits: :mod:`lotterypools.training.sources`; ImageFolder shards over processes: ``openlth_imp``).
+  round trains is a :class:`RoundPlan` from a :class:`RoundPolicy` (the base class is plain IMP). Training
+  data and evaluation come in as a :class:`TrainData` and an :class:`Evaluator`
+  (in-memory splits, or ImageFolder shards over processes: :mod:`lotterypools.training.sources`).
   The resume rule is one: continue from the latest round with saved progress (a finished round is
   closed and pruned, a round in progress continues after its last saved epoch with optimiser, schedule,
-  and the policy's state restored). A run folder stores its settings; a resume with settings that
-  change the result is refused (:func:`check_settings`).
+  and the policy's state restored); ``run(resume=None)`` continues a run found in the folder, or refuses it
+  where the subclass says a rerun must ask (``rerun_continues``). A run folder stores its settings; a resume
+  with settings that change the result is refused (:func:`check_settings`).
 
-How PrAC plugs in (no new loop): subclass :class:`RoundPolicy`.
-  * ``plan(round_index, engine)`` is asked once per round, after the round's mask is in place
-    (``engine.model`` is the round's starting model; on resume, after ``load_state_dict``, with the resumed
-    model). It returns a :class:`RoundPlan` with ``subset`` (training-split indices of
-    the round), ``with_indices=True`` (batches carry indices), the scaled ``epochs``/``milestones``/
-    ``warmup``, ``start_epoch=0`` (a fresh optimiser and no schedule rewinding) and ``hooks``: a
-    ``CorrectnessRecorder`` and an early-stop hook whose ``end_of_epoch`` returns True once the mask
-    distance has converged (the round then ends; the engine saves ``stopped`` with the checkpoint, so a
-    resumed run does not train that round further).
-  * The next round's mask is pruned from the model as the round ends (the last epoch's weights), and the
-    weights are rewound to the rewind point (``engine.rewind_state()``), as in plain IMP.
-  * ``end_of_round(round_index, model, engine)`` runs once the round's files are written: it reads the
-    recorder's table, the dense round-0 ticket (``engine.layout.read_ticket(0)``) and this round's ticket
-    (``engine.layout.read_ticket(round_index)``) and chooses the next subset.
-  * ``state_dict()`` returns the extra checkpoint keys (``sequence``, ``remain_para``, ``distance_queue``,
-    ``last_mask``, ``start_record``, ``prediction``); the engine stores them at the top level of every
-    epoch's round checkpoint and gives them back to ``load_state_dict(state)`` on resume *before* asking
-    ``plan`` again, so a resumed round gets back its subset and scaled epoch count. Hooks' state that must
-    survive a kill (the correctness columns of the epochs already trained: ``prediction``; the distance
-    queue) goes there too, and ``plan`` must hand back hooks that carry the restored state.
-  * ``start_weights(round_index, engine)`` may return other start weights (default: init / rewind).
-
-How FreeTickets plugs in, either way without a new loop:
-  * One :class:`IMPEngine` round (``pruning_times=1``) whose policy's :class:`RoundPlan` has the run's
-    ``epochs``, an ``lr_factor(epoch)`` for the phases (EDST: exploration at the full lr, then each refine
-    phase decays and starts again) and ``hooks``: a mask-update hook whose ``after_backward`` reads the dense
-    gradients and whose ``after_step`` changes the masks (``module.weight_mask``) every K steps
-    (``step.step`` counts from the start of the run, across resumes), and an ``end_of_epoch`` hook that saves
-    a ticket at the end of each phase. Round 0's sparse start comes from ``IMPEngine.initial_masks``. The
-    engine then gives per-epoch checkpoints (masks included, as ``weight_mask`` buffers), resume and the
-    settings check; its ``state_dict`` keeps the mask-update state.
-  * Or :func:`fit` directly: build the model and SGD with :func:`optimizer_at` (any schedule, restored on
-    resume), pass the hooks, write a checkpoint in ``on_epoch`` (``checkpoints.atomic_save``) and, to resume,
-    call :func:`fit` again with ``start_epoch`` after the last saved epoch.
+How a system plugs in (no new loop): subclass :class:`RoundPolicy`. The engine asks it, per round, with a
+:class:`RoundContext` (round index, model, settings, the layout to read earlier tickets, what was trained),
+never with itself:
+  * ``plan(context)`` once per round, after the round's mask is in place (on resume with the resumed model
+    and ``context.restored``, what ``load_state_dict`` returned for that checkpoint). It returns a
+    :class:`RoundPlan`: subset, epochs and schedule (``milestones``/``warmup``, or ``learning_rates`` per
+    epoch), hooks, ``phase_starts`` (each phase chooses its own ticket) and a few optimiser options.
+  * ``state_dict()`` gives the extra keys each epoch's checkpoint stores; ``load_state_dict(saved)`` checks a
+    checkpoint's keys and *returns* what ``plan`` needs to continue that round (nothing is stashed).
+  * ``end_of_round(context)`` runs once the round's files are written (``context.epochs_trained`` says how
+    many epochs it trained); ``start_weights(context)`` may replace the rewind weights of a pruned round.
+PrAC (``tickets.prac_imp``) returns subsets, scaled schedules and its recorder and early-stop hooks;
+FreeTickets (``tickets.freetickets``) is one round with per-epoch learning rates, phases that each save a
+ticket and a mask-update hook, written by its own layout (``formats.freetickets``).
+Which epoch is a ticket is :func:`choose_ticket`, a pure function of the rule, the ticket so far and the epoch.
 """
 
 from __future__ import annotations
@@ -77,7 +59,7 @@ from .guards import check_finite, check_ticket_density
 from .masks import apply_masks, density, kept_count, masks_of, prunable_modules, prune_globally, \
     refresh_masked_weights, remove_masks
 from ..core.console import log
-from ..core.records import format_table, read_json, write_json
+from ..core.records import format_table
 from .loop import EpochStats, TrainingHook, build_optimizer, build_scheduler, prepare_model, \
     train_one_epoch
 from ..core.types import Batches, Masks, Weights
@@ -96,10 +78,11 @@ class EpochResult:
     stopped: bool = False
 
     def stats(self) -> dict[str, float]:
-        """Flat numbers (``train_loss``, ``train_acc``, ``val_acc``, ``test_loss``, ..., ``lr``) for hooks and logs."""
+        """Flat numbers (``train_loss``, ``train_acc``, ``val_acc``, ``test_loss``, ..., ``lr``, ``seconds``) for hooks and logs."""
         flat = {"train_loss": self.train.loss, "train_acc": self.train.accuracy, "lr": self.lr}
         for name, value in self.evaluation.items():
             flat[f"{name}_loss"], flat[f"{name}_acc"] = value.loss, value.accuracy
+        flat["seconds"] = self.seconds
         return flat
 
 
@@ -145,20 +128,50 @@ def fit(model: nn.Module, batches: Callable[[int], Batches], optimizer: torch.op
     return results
 
 
+class EpochLearningRates:
+    """A learning rate per epoch as a schedule object for :func:`fit` (``step()`` once per finished epoch).
+
+    The rates are set as given (no ``lr * factor`` rounding); built at ``epoch``, so a resumed run continues.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, rates: Sequence[float], epoch: int = 0):
+        self.optimizer, self.rates, self.epoch = optimizer, list(rates), epoch
+        self._apply()
+
+    def step(self) -> None:
+        self.epoch += 1
+        self._apply()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self._apply()
+
+    def _apply(self) -> None:
+        lr = self.rates[min(self.epoch, len(self.rates) - 1)]
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
 def optimizer_at(model: nn.Module, lr: float, momentum: float, weight_decay: float, milestones: Sequence[int],
                  warmup: int, epoch: int, saved_optimizer: dict | None = None, saved_scheduler: dict | None = None,
-                 lr_factor: Callable[[int], float] | None = None):
+                 learning_rates: Sequence[float] | None = None,
+                 decay_norms: bool = True) -> tuple[torch.optim.SGD, Any]:
     """SGD and its schedule at ``epoch``: restored from saved states, else stepped ``epoch`` times.
 
-    The schedule is step decay at ``milestones`` after ``warmup`` epochs, or, with ``lr_factor``, the
-    learning rate ``lr * lr_factor(epoch)`` (any per-epoch schedule: FreeTickets' phases). Stepping rewinds
-    the learning rate with the weights (IMP with rewinding); ``epoch`` 0 is a fresh start.
+    The schedule is step decay at ``milestones`` after ``warmup`` epochs, or, with ``learning_rates``, one
+    rate per epoch (FreeTickets' phases). Stepping rewinds the learning rate with the weights (IMP with
+    rewinding); ``epoch`` 0 is a fresh start. ``decay_norms=False`` exempts biases and norm parameters from
+    weight decay.
     """
-    optimizer = build_optimizer(model, lr, momentum, weight_decay)
-    if lr_factor is not None:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    else:
-        scheduler = build_scheduler(optimizer, milestones, warmup)
+    optimizer = build_optimizer(model, lr, momentum, weight_decay, decay_norms)
+    if learning_rates is not None:
+        if saved_optimizer is not None:
+            optimizer.load_state_dict(saved_optimizer)
+        return optimizer, EpochLearningRates(optimizer, learning_rates, epoch)
+    scheduler = build_scheduler(optimizer, milestones, warmup)
     if saved_optimizer is not None:
         optimizer.load_state_dict(saved_optimizer)
         if saved_scheduler is not None:
@@ -179,7 +192,11 @@ class RoundPlan:
     ``start_epoch`` is where training and the schedule begin (rewinding starts later than 0); ``epochs``
     is where the round ends; ``subset`` (training-split indices, or ``None`` for all) is what it trains on,
     with batches carrying sample indices when ``with_indices``; ``hooks`` join the engine's own;
-    ``lr_factor(epoch)`` replaces the step schedule (``milestones``, ``warmup``) by any per-epoch factor.
+    ``learning_rates`` (one per epoch) replaces the step schedule (``milestones``, ``warmup``);
+    ``phase_starts`` are the epochs (0-based) where the ticket choice starts again (one ticket per phase);
+    ``decay_norms=False`` exempts biases and norm parameters from weight decay; ``label_smoothing`` goes to
+    the training loss; ``label`` names the round in logs and ``density()`` gives its density there when its
+    masks are not pruning buffers.
     """
 
     epochs: int
@@ -189,33 +206,73 @@ class RoundPlan:
     subset: torch.Tensor | None = None
     with_indices: bool = False
     hooks: list[TrainingHook] = field(default_factory=list)
-    lr_factor: Callable[[int], float] | None = None
+    learning_rates: list[float] | None = None
+    phase_starts: list[int] = field(default_factory=lambda: [0])
+    decay_norms: bool = True
+    label_smoothing: float = 0.0
+    label: str | None = None
+    density: Callable[[], float] | None = None
+
+
+@dataclass
+class RoundContext:
+    """What a :class:`RoundPolicy` sees of a run: the round, its model and the run's settings and files.
+
+    ``layout`` reads earlier rounds' tickets; ``model_factory`` and ``device`` build other networks;
+    ``restored`` is what the policy's ``load_state_dict`` returned for the checkpoint this round resumes
+    (``None`` for a fresh round); ``epochs_trained`` is set for ``end_of_round``.
+    """
+
+    round: int
+    model: nn.Module
+    config: Any
+    layout: "Layout"
+    model_factory: Callable[[], nn.Module]
+    device: torch.device
+    is_main: bool = True
+    log: Callable[[str], None] = log
+    restored: Any = None
+    epochs_trained: int = 0
 
 
 class RoundPolicy:
-    """Decides each round's plan; the base class is plain IMP (see :class:`IMPPolicy`)."""
+    """Decides each round's plan; the base class is plain IMP."""
 
-    def plan(self, round_index: int, engine: "IMPEngine") -> RoundPlan:
-        cfg = engine.config
-        start = cfg.rewind_point if round_index > 0 and cfg.prune_type == "rewind_lt" else 0
+    def plan(self, context: RoundContext) -> RoundPlan:
+        """What round ``context.round`` trains (asked once per round, with its starting or resumed model)."""
+        cfg = context.config
+        start = cfg.rewind_point if context.round > 0 and cfg.prune_type == "rewind_lt" else 0
         return RoundPlan(epochs=cfg.epochs, milestones=list(cfg.milestones), warmup=cfg.warmup, start_epoch=start)
 
-    def start_weights(self, round_index: int, engine: "IMPEngine") -> Weights | None:
+    def start_weights(self, context: RoundContext) -> Weights | None:
         """Plain weights a pruned round starts from; ``None`` for the engine's rewind rule."""
         return None
 
-    def end_of_round(self, round_index: int, model: nn.Module, engine: "IMPEngine") -> None:
+    def end_of_round(self, context: RoundContext) -> None:
         """Called once the round's files are written, before its weights are pruned and rewound."""
 
     def state_dict(self) -> dict[str, Any]:
         """Extra keys stored at the top level of each round checkpoint."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Take back what :meth:`state_dict` stored (the whole checkpoint dict is passed)."""
+    def load_state_dict(self, state: dict[str, Any]) -> Any:
+        """Check a resumed checkpoint (the whole dict) and return what ``plan`` needs (``context.restored``)."""
+        return None
 
 
-IMPPolicy = RoundPolicy
+def choose_ticket(rule: str, ticket_epoch: int, ticket_val: float, result: EpochResult,
+                  phase_start: int = 0) -> tuple[int, float] | None:
+    """The new ticket ``(epoch, val)`` if ``result``'s weights replace the ticket so far, else ``None``.
+
+    ``last``, or no validation: every epoch. ``best_val``: a strictly higher validation accuracy, or the
+    first epoch of a phase starting at ``phase_start`` (a ticket from an earlier phase does not count).
+    """
+    val = result.evaluation.get("val")
+    if rule == "last" or val is None:
+        return result.epoch, val.accuracy if val else -1.0
+    if ticket_epoch <= phase_start or val.accuracy > ticket_val:
+        return result.epoch, val.accuracy
+    return None
 
 
 # ============================================================== inputs and files
@@ -231,9 +288,10 @@ class Layout(Protocol):
 
     folder: Path
     file_layout: str
-    settings_path: Path
 
     def holds_run(self) -> bool: ...
+    def read_settings(self) -> dict | None: ...
+    def write_settings(self, settings: dict) -> None: ...
     def latest_progress(self, last_round: int) -> RoundProgress | None: ...
     def read_progress_file(self, path: Path) -> RoundProgress: ...
     def round_closed(self, round_index: int) -> bool: ...
@@ -244,19 +302,16 @@ class Layout(Protocol):
     def write_epoch(self, progress: RoundProgress, model: nn.Module, is_ticket: bool, extra: dict) -> None: ...
     def close_round(self, progress: RoundProgress, model: nn.Module, record: dict) -> None: ...
     def summary(self) -> list[dict]: ...
+    def summary_columns(self, ticket_rule: str) -> list[str]: ...
     def describe_missing(self) -> str: ...
 
 
-def check_settings(path: Path, config: IMPConfig, write: bool = True, compare: bool = True) -> None:
-    """Refuse a run folder whose stored settings differ in what decides the result; store ours."""
-    saved = read_json(path) if compare else None
-    if saved is not None:
-        changed = changed_settings(saved, config)
-        if changed:
-            raise UserError(f"{path.parent} holds a run with other settings ({'; '.join(changed)}): rerun with the "
-                            f"same settings to continue it, or choose another output folder")
-    if write:
-        write_json(path, dataclasses.asdict(config))
+def check_settings(saved: dict | None, settings: Any, folder: Path) -> None:
+    """Refuse a run folder whose stored settings (``saved``) differ from ``settings`` in what decides the result."""
+    changed = changed_settings(saved, settings) if saved is not None else []
+    if changed:
+        raise UserError(f"{folder} holds a run with other settings ({'; '.join(changed)}): rerun with the "
+                        f"same settings to continue it, or choose another output folder")
 
 
 # ============================================================== IMP rounds
@@ -264,24 +319,29 @@ class IMPEngine:
     """Rounds of IMP over :func:`fit`: train, prune the last epoch's weights, rewind, repeat.
 
     ``context`` (a ``distributed.DistributedContext``) makes every process train its share under
-    ``DistributedDataParallel``; only its main process writes files and logs.
+    ``DistributedDataParallel``; only its main process writes files and logs. ``settings`` is the record
+    stored with the run and compared on resume (a dataclass; default ``config``).
     """
+
+    #: what ``run(resume=None)`` does with a folder that holds a run: continue it (OpenLTH's rerun) or refuse
+    rerun_continues = True
 
     def __init__(self, config: IMPConfig, model_factory: Callable[[], nn.Module], train: TrainData,
                  evaluator: Evaluator, layout: Layout, device: torch.device, *, policy: RoundPolicy | None = None,
                  hooks: Sequence[TrainingHook] = (), log: Callable[[str], None] = log, progress: bool = True,
-                 context: Any = None):
+                 context: Any = None, settings: Any = None):
         config.validate()
         self.config, self.model_factory, self.train, self.evaluator = config, model_factory, train, evaluator
+        self.settings = config if settings is None else settings
         self.layout, self.device, self.policy = layout, device, policy or RoundPolicy()
         self.hooks, self.context = list(hooks), context
         self.is_main = context is None or context.is_main
         self.log = log if self.is_main else (lambda message: None)
         self.progress = progress and self.is_main
         self._rewind_cache: Weights | None = None
-        self.model: nn.Module | None = None  # the current round's model, for the policy
         # the data's name, normalisation, folder and fingerprint for provenance.json (set by IMPRun, LevelRun)
         self.data_provenance: dict[str, Any] = {"dataset": config.dataset}
+        self.lock_name = "run"  # the run folder's lock (.run.lock); FreeTickets locks per run name
 
     @property
     def save_dir(self) -> Path:
@@ -291,18 +351,22 @@ class IMPEngine:
     def run(self, resume: bool | None = None, checkpoint: Path | None = None) -> list[dict]:
         """Train every round not yet finished; return the summary (one record per round).
 
-        ``resume=False`` refuses a folder that holds a run, ``True`` requires one, ``None`` continues one
-        if present (OpenLTH's rerun-to-continue). ``checkpoint`` continues from that round checkpoint.
-        The folder is locked for the run's lifetime and its provenance recorded (:mod:`lotterypools.runlock`).
+        ``resume=False`` refuses a folder that holds a run, ``True`` requires one, ``None`` follows the
+        run's rule (``rerun_continues``: continue one if present, as OpenLTH; else as ``False``).
+        ``checkpoint`` continues from that round checkpoint. The folder is locked for the run's lifetime and
+        its provenance recorded (:mod:`lotterypools.core.runlock`).
         """
         from ..core.provenance import run_entry
         from ..core.runlock import hold_run_folder
 
-        with hold_run_folder(self.save_dir, run_entry(self.device, **self.data_provenance), is_main=self.is_main):
+        with hold_run_folder(self.save_dir, run_entry(self.device, **self.data_provenance), name=self.lock_name,
+                             is_main=self.is_main):
             return self._run(resume, checkpoint)
 
     def _run(self, resume: bool | None, checkpoint: Path | None) -> list[dict]:
         cfg = self.config
+        if resume is None and not self.rerun_continues:
+            resume = False
         model, progress, plan = self._starting_point(resume, checkpoint)
         while True:
             round_index = progress.round
@@ -311,18 +375,21 @@ class IMPEngine:
                 self._train_round(model, progress, plan)
             if trained or not self.layout.round_closed(round_index):
                 self._close_round(model, progress, plan)
-            self.policy.end_of_round(round_index, model, self)
+            self.policy.end_of_round(self._context(round_index, model, epochs_trained=len(progress.result.get("train_ta", []))))
             self._barrier()
             if round_index + 1 >= cfg.pruning_times:
                 break
             model = self._next_ticket(model, round_index + 1)
-            plan = self._plan(round_index + 1, model)
+            plan = self.policy.plan(self._context(round_index + 1, model))
             progress = self._start_round(model, round_index + 1, plan)
         summary = self.summary()
-        best = cfg.ticket == "best_val"
-        self.log(format_table(summary, ["round", "density", "best_val_acc" if best else "val_acc", "test_acc",
-                                        "best_epoch" if best else "ticket_epoch", "epochs", "seconds"]))
+        self.log(format_table(summary, self.layout.summary_columns(cfg.ticket)))
         return summary
+
+    def _context(self, round_index: int, model: nn.Module, **extra: Any) -> RoundContext:
+        """What the policy sees of round ``round_index``."""
+        return RoundContext(round_index, model, self.config, self.layout, self.model_factory, self.device,
+                            self.is_main, self.log, **extra)
 
     def _starting_point(self, resume: bool | None,
                         checkpoint: Path | None) -> tuple[nn.Module, RoundProgress, RoundPlan]:
@@ -332,21 +399,22 @@ class IMPEngine:
             raise UserError(f"{self.save_dir} already holds an IMP run; pass --resume to continue it or choose "
                             f"another output folder")
         progress = self._progress_to_continue(checkpoint) if (resume or (resume is None and holds)) else None
-        if resume and progress is None and not self.layout.settings_path.exists():
+        saved_settings = self.layout.read_settings() if (progress is not None or resume) else None
+        if resume and progress is None and saved_settings is None:
             raise UserError(f"--resume: {self.layout.describe_missing()}; start without --resume")
-        if progress is not None or resume:
-            check_settings(self.layout.settings_path, self.config, write=False)
+        check_settings(saved_settings, self.settings, self.save_dir)
         self._barrier()
         if progress is not None:
-            self.policy.load_state_dict(progress.extra)
+            restored = self.policy.load_state_dict(progress.extra)
             model = self._model_from(progress)  # fails, changing nothing, when the weights do not fit
-            self.log(f"resuming round {progress.round} after epoch {progress.next_epoch}")
         if self.is_main:
-            check_settings(self.layout.settings_path, self.config, write=True, compare=False)
+            self.layout.write_settings(dataclasses.asdict(self.settings))
         if progress is not None:
-            return model, progress, self._plan(progress.round, model)
+            plan = self.policy.plan(self._context(progress.round, model, restored=restored))
+            self.log(f"continuing {plan.label or f'round {progress.round}'} after epoch {progress.next_epoch}")
+            return model, progress, plan
         model = self._first_round()
-        plan = self._plan(0, model)
+        plan = self.policy.plan(self._context(0, model))
         return model, self._start_round(model, 0, plan), plan
 
     def summary(self) -> list[dict]:
@@ -386,11 +454,6 @@ class IMPEngine:
         """Round 0's masks; ``None``: dense (retraining trains a fixed subnetwork)."""
         return None
 
-    def _plan(self, round_index: int, model: nn.Module) -> RoundPlan:
-        """The policy's plan, asked once per round with ``self.model`` the round's starting (or resumed) model."""
-        self.model = model
-        return self.policy.plan(round_index, self)
-
     def _start_round(self, model: nn.Module, round_index: int, plan: RoundPlan) -> RoundProgress:
         if self.is_main:
             self.layout.write_start(round_index, plan.start_epoch, model)
@@ -413,16 +476,20 @@ class IMPEngine:
         """SGD and its schedule at ``progress.next_epoch``: restored when resuming, else stepped there (rewinding)."""
         cfg = self.config
         return optimizer_at(model, cfg.lr, cfg.momentum, cfg.weight_decay, plan.milestones, plan.warmup,
-                            progress.next_epoch, progress.optimizer, progress.scheduler, plan.lr_factor)
+                            progress.next_epoch, progress.optimizer, progress.scheduler, plan.learning_rates,
+                            plan.decay_norms)
 
     def _train_round(self, model: nn.Module, progress: RoundProgress, plan: RoundPlan) -> None:
         cfg = self.config
         optimizer, scheduler = self._optimizer_and_scheduler(model, progress, plan)
-        mask_density = density(masks_of(model))
+        mask_density = plan.density or (lambda pruned=density(masks_of(model)): pruned)
         train_module = model
         if self.context is not None and self.context.active:
             train_module = torch.nn.parallel.DistributedDataParallel(model)
-        r = progress.round
+        r, label = progress.round, plan.label or f"round {progress.round}"
+        hooks = [*plan.hooks, *self.hooks]
+        for hook in hooks:
+            hook.start(model, optimizer)
 
         def on_epoch(result: EpochResult) -> None:
             progress.record(result, optimizer.state_dict(), scheduler.state_dict())
@@ -430,37 +497,31 @@ class IMPEngine:
                 self._rewind_cache = _plain_copy(model)
                 if self.is_main:
                     self.layout.write_rewind(result.epoch, model)
-            is_ticket = self._is_ticket(progress, result)
+            phase_start = max(s for s in plan.phase_starts if s < result.epoch)
+            ticket = choose_ticket(cfg.ticket, progress.ticket_epoch, progress.ticket_val, result, phase_start)
+            if ticket is not None:
+                progress.ticket_epoch, progress.ticket_val = ticket
             if self.is_main:
-                self.layout.write_epoch(progress, model, is_ticket, self.policy.state_dict())
+                self.layout.write_epoch(progress, model, ticket is not None, self.policy.state_dict())
             stats = result.stats()
-            self.log(f"round {r} epoch {result.epoch}/{plan.epochs}  loss {stats['train_loss']:.4f}  "
+            self.log(f"{label} epoch {result.epoch}/{plan.epochs}  loss {stats['train_loss']:.4f}  "
                      f"train {stats['train_acc']:.2f}  val {stats.get('val_acc', float('nan')):.2f}  "
                      f"test {stats.get('test_acc', float('nan')):.2f}  lr {result.lr:.4g}  "
-                     f"density {100 * mask_density:.2f}%  {result.seconds:.1f}s"
+                     f"density {100 * mask_density():.2f}%  {result.seconds:.1f}s"
                      + ("  (stopped by a hook)" if result.stopped else ""))
 
         fit(model, lambda epoch: self.train.batches(r, epoch, plan.subset, plan.with_indices), optimizer, scheduler,
             self.device, start_epoch=progress.next_epoch, epochs=plan.epochs, evaluate=self.evaluator,
-            hooks=[*plan.hooks, *self.hooks], amp=cfg.amp, train_module=train_module, on_epoch=on_epoch,
-            describe=lambda epoch: f"round {r} epoch {epoch + 1}/{plan.epochs}" if self.progress else None)
-
-    def _is_ticket(self, progress: RoundProgress, result: EpochResult) -> bool:
-        """Whether this epoch's weights are the round's ticket so far (best validation, or simply the last)."""
-        val = result.evaluation.get("val")
-        if self.config.ticket == "last" or val is None:
-            progress.ticket_epoch, progress.ticket_val = result.epoch, val.accuracy if val else -1.0
-            return True
-        if val.accuracy > progress.ticket_val:
-            progress.ticket_epoch, progress.ticket_val = result.epoch, val.accuracy
-            return True
-        return False
+            hooks=hooks, amp=cfg.amp, train_module=train_module, on_epoch=on_epoch,
+            describe=lambda epoch: f"{label} epoch {epoch + 1}/{plan.epochs}" if self.progress else None,
+            label_smoothing=plan.label_smoothing)
 
     def _close_round(self, model: nn.Module, progress: RoundProgress, plan: RoundPlan) -> None:
         result = progress.result
         index = progress.ticket_epoch - 1 - plan.start_epoch
+        kept = plan.density() if plan.density is not None else density(masks_of(model))
         record = {
-            "round": progress.round, "density": density(masks_of(model)), "val_acc": progress.ticket_val,
+            "round": progress.round, "density": kept, "val_acc": progress.ticket_val,
             "test_acc": result["test_ta"][index] if 0 <= index < len(result["test_ta"]) else None,
             "ticket_epoch": progress.ticket_epoch, "epochs": len(result["train_ta"]),
             "stopped_early": progress.stopped, "seconds": round(progress.seconds, 1),
@@ -470,7 +531,7 @@ class IMPEngine:
         if self.is_main:
             self.layout.close_round(progress, model, record)
         test = "-" if record["test_acc"] is None else f"{record['test_acc']:.2f}"
-        self.log(f"round {progress.round} done: density {100 * record['density']:.2f}%  ticket val "
+        self.log(f"{plan.label or f'round {progress.round}'} done: density {100 * record['density']:.2f}%  ticket val "
                  f"{progress.ticket_val:.2f} (epoch {progress.ticket_epoch})  test {test}  {progress.seconds:.0f}s")
 
     # ---------------------------------------------------------------- prune and rewind
@@ -488,7 +549,7 @@ class IMPEngine:
         # torch prunes round(rate * remaining) of the surviving weights; one weight of slack for its rounding
         check_ticket_density(masks, remaining - round(cfg.rate * remaining), f"of round {round_index}", tolerance=1)
         remove_masks(model)
-        start = self.policy.start_weights(round_index, self)
+        start = self.policy.start_weights(self._context(round_index, model))
         model.load_state_dict(start if start is not None else self.rewind_state())
         apply_masks(model, masks)
         return prepare_model(model, channels_last=cfg.channels_last)
@@ -524,5 +585,5 @@ def _contiguous(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["EpochResult", "Evaluator", "IMPEngine", "IMPPolicy", "Layout", "RoundPlan", "RoundPolicy", "TrainData",
-           "check_settings", "empty_result", "fit", "optimizer_at"]
+__all__ = ["EpochLearningRates", "EpochResult", "Evaluator", "IMPEngine", "Layout", "RoundContext", "RoundPlan",
+           "RoundPolicy", "TrainData", "check_settings", "choose_ticket", "empty_result", "fit", "optimizer_at"]

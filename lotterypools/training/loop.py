@@ -23,9 +23,16 @@ class EpochStats:
     accuracy: float
 
 
-def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """SGD with momentum and weight decay, as the original."""
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,
+                    decay_norms: bool = True) -> torch.optim.SGD:
+    """SGD with momentum and weight decay, as the original; ``decay_norms=False`` (the original FreeTickets
+    ImageNet code) gives biases and BN parameters (every parameter of at most one dimension) no decay."""
+    if decay_norms:
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    plain = [p for p in model.parameters() if p.dim() <= 1]
+    decayed = [p for p in model.parameters() if p.dim() > 1]
+    return torch.optim.SGD([{"params": decayed}, {"params": plain, "weight_decay": 0.0}], lr=lr, momentum=momentum,
+                           weight_decay=weight_decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, milestones: Sequence[int], warmup: int = 0,
@@ -90,6 +97,9 @@ class TrainingHook:
     record per-sample correctness); ``end_of_epoch`` runs once the epoch's evaluation is known and
     returns True to stop training early (the IMP engine ends the round there).
     """
+
+    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called by the round trainer once before a round's first epoch, with the optimiser as restored."""
 
     def after_backward(self, step: Step) -> None:
         """Called after ``loss.backward()``, before the optimiser step."""

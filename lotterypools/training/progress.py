@@ -12,6 +12,13 @@ from ..core.errors import UserError
 from ..core.types import Masks
 
 
+def imp_summary_columns(ticket_rule: str) -> list[str]:
+    """The columns of an IMP run's summary table (``summary.json`` names them by the ticket rule)."""
+    best = ticket_rule == "best_val"
+    return ["round", "density", "best_val_acc" if best else "val_acc", "test_acc",
+            "best_epoch" if best else "ticket_epoch", "epochs", "seconds"]
+
+
 # ---------------------------------------------------------------- what a round's checkpoint holds
 @dataclass
 class RoundProgress:

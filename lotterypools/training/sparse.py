@@ -291,6 +291,10 @@ class MaskUpdater(TrainingHook):
         self._first_refused: torch.Tensor | None = None  # [step, epoch] of the first refused update, drifted step
         self._expected: torch.Tensor | None = None  # the active counts on the device
 
+    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Zero the masked weights (and, unless stale momentum, their restored momentum) before training."""
+        self.weights.apply(optimizer, momentum=not self.config.stale_momentum)
+
     def after_step(self, step: Step) -> None:
         momentum = not self.config.stale_momentum
         self.weights.apply(step.optimizer, momentum=momentum)

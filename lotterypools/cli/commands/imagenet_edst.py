@@ -59,11 +59,10 @@ def main(argv=None) -> list[dict]:
 
     from ...training.distributed import close_distributed
     from ...core.files import check_writable_folder
-    from ...tickets.freetickets import DataFeeds, FreeTicketsRun, RunConfig, imagenet_plan
+    from ...tickets.freetickets import FreeTicketsRun, RunConfig, imagenet_plan
     from ..imagenet import imagenet_model_factory, load_imagefolder_data, start_processes
     from ...training.sources import ShardedEvaluator, ShardedTrainData
-    from ...core.console import log
-    from ...core.records import format_table
+    from ...core.console import log, progress_wanted
 
     config = sparse_config(args, "ImageNet")
     m = args.multiplier
@@ -74,8 +73,6 @@ def main(argv=None) -> list[dict]:
     data = load_imagefolder_data(args, context)
     factory = initialised(imagenet_model_factory(args, data.num_classes), args.model_config)
     train = ShardedTrainData(data.train, args.batch_size * context.world_size, args.workers, context, args.seed)
-    feeds = DataFeeds(train=lambda epoch: train.batches(0, epoch), steps=len(train.batches(0, 0)),
-                      evaluate=ShardedEvaluator(data, context, args.workers, args.amp))
     run_config = RunConfig(method="EDST-ImageNet", model=args.arch, data="imagenet", seed=args.seed,
                            batch_size=args.batch_size * context.world_size, lr=args.lr, momentum=args.momentum,
                            l2=args.weight_decay, sparse=True, sparse_config=config,
@@ -86,11 +83,10 @@ def main(argv=None) -> list[dict]:
             f"{len(plan.phases)} tickets into {args.save_dir}")
     from ...core.provenance import data_provenance
 
-    run = FreeTicketsRun(run_config, plan, factory, feeds, context.device, Path(args.save_dir), name="imagenet",
-                         is_main=context.is_main, wrap=data_parallel(context), data_provenance=data_provenance(data))
+    run = FreeTicketsRun(run_config, plan, factory, train, ShardedEvaluator(data, context, args.workers, args.amp),
+                         context.device, Path(args.save_dir), name="imagenet", context=context,
+                         progress=progress_wanted(), data_provenance=data_provenance(data))
     records = run.run()
-    if context.is_main:
-        log(format_table(records, ["ticket", "epoch", "density", "val_acc", "test_acc"]))
     close_distributed(context)
     return records
 
@@ -109,16 +105,6 @@ def initialised(factory, model_config: str):
         return model
 
     return build
-
-
-def data_parallel(context):
-    """DistributedDataParallel around the model when there are several processes (gradients averaged
-    before the mask updater reads them), else the model itself."""
-    if not context.active:
-        return lambda model: model
-    from torch.nn.parallel import DistributedDataParallel
-
-    return lambda model: DistributedDataParallel(model)
 
 
 if __name__ == "__main__":
