@@ -140,7 +140,7 @@ def test_killed_during_the_second_seed_the_rerun_finishes_without_redoing_work(f
     while not (out / "logs" / "imp_seed4.log").exists():
         assert runner.poll() is None and time.monotonic() < deadline, "the second seed never started"
         time.sleep(0.2)
-    first_seed = (out / "pools" / "main" / "seed3" / "pools_results.json").read_bytes()
+    first_seed = {path.name: path.read_bytes() for path in (out / "imp" / "seed3").glob("*.pth.tar")}
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
     deadline = time.monotonic() + 30  # the job dies with its runner (parent-death signal), leaving no orphan
@@ -150,8 +150,8 @@ def test_killed_during_the_second_seed_the_rerun_finishes_without_redoing_work(f
 
     result = run_experiment(spec, "--jobs", "1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "already finished, skipped: imp_seed3, pools_main_m0_seed3, ensemble_seed3" in result.stdout + result.stderr
-    assert (out / "pools" / "main" / "seed3" / "pools_results.json").read_bytes() == first_seed
+    assert "already finished, skipped: imp_seed3\n" in result.stdout + result.stderr
+    assert {path.name: path.read_bytes() for path in (out / "imp" / "seed3").glob("*.pth.tar")} == first_seed
     for seed in (3, 4):
         assert records(out / "pools" / "main" / f"seed{seed}") == \
             records(finished / "out" / "pools" / "main" / f"seed{seed}")

@@ -99,7 +99,8 @@ def _imp_job(spec: ExperimentSpec, seed: int, pruning_times: int) -> Job:
                finished=lambda: _rounds_finished(folder) >= pruning_times)
 
 
-def _pool_jobs(spec: ExperimentSpec, seed: int) -> list[Job]:
+def _pool_jobs(spec: ExperimentSpec, seed: int) -> list[tuple[int, Job]]:
+    """The pool jobs of one seed, each with the index of its method in the spec."""
     jobs = []
     common = ["--data", spec.data, "--dataset", spec.dataset, "--arch", spec.arch, "--seed", str(seed),
               "--inference", "--checkpoint", str(imp_folder(spec, seed))]
@@ -107,8 +108,8 @@ def _pool_jobs(spec: ExperimentSpec, seed: int) -> list[Job]:
         if seed not in method.seeds:
             continue
         args = [*common, *flag_arguments(method.flags), "--save_dir", str(pools_folder(spec, method.group, seed))]
-        jobs.append(Job(f"pools_{method.group}_m{index}_seed{seed}", POOLS_MODULE, tuple(args),
-                        after=(f"imp_seed{seed}",)))
+        jobs.append((index, Job(f"pools_{method.group}_m{index}_seed{seed}", POOLS_MODULE, tuple(args),
+                                after=(f"imp_seed{seed}",))))
     return jobs
 
 
@@ -128,12 +129,13 @@ def pruning_times(spec: ExperimentSpec, parser_for: ParserFor) -> int:
 def plan_jobs(spec: ExperimentSpec, parser_for: ParserFor) -> list[Job]:
     """Every job of the experiment, seed by seed: IMP, then its pool methods and the ensemble reference."""
     rounds = pruning_times(spec, parser_for)
-    jobs: list[Job] = []
-    for seed in spec.seeds:
-        jobs.append(_imp_job(spec, seed, rounds))
-        jobs += _pool_jobs(spec, seed)
-        if spec.ensemble_k is not None:
-            jobs.append(_ensemble_job(spec, seed))
+    # IMP for every seed, then each pool method over the seeds, then the ensembles: with --jobs N the seeds'
+    # jobs of one method run side by side, so every method has all its seeds as early as possible
+    pools = sorted((index, seed_index, job) for seed_index, seed in enumerate(spec.seeds)
+                   for index, job in _pool_jobs(spec, seed))
+    jobs = [_imp_job(spec, seed, rounds) for seed in spec.seeds] + [job for _, _, job in pools]
+    if spec.ensemble_k is not None:
+        jobs += [_ensemble_job(spec, seed) for seed in spec.seeds]
     return jobs
 
 
