@@ -542,8 +542,9 @@ def test_a_signalled_launcher_stops_its_workers_and_prints_one_line(tmp_path, si
         probe.bind(("", 0))
         port = probe.getsockname()[1]
     script = tmp_path / "worker.py"
-    script.write_text("import os, sys, time\nprint('pid', os.getpid(), flush=True)\n"  # a script's own Ctrl-C line
-                      "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    sys.exit(130)\n")
+    # a script with its own Ctrl-C handling, in place before it says it has started (no window for a traceback)
+    script.write_text("import os, signal, sys, time\nsignal.signal(signal.SIGINT, lambda *_: sys.exit(130))\n"
+                      "print('pid', os.getpid(), flush=True)\ntime.sleep(120)\n")
     launcher = subprocess.Popen([sys.executable, "-m", "lotterypools.cli.commands.multiproc", "--nproc_per_node", "2",
                                  "--master_port", str(port), str(script)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=_env())

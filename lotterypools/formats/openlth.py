@@ -17,11 +17,11 @@ from typing import Any, Mapping
 
 import torch
 
-from .original import TicketFile, check_rounds_without_gaps
+from .original import SettingsFile, TicketFile, check_rounds_without_gaps
 from ..core.errors import UserError
 from ..core.torchfiles import atomic_save, load_file, state_dict_of, tensor_differences
 from ..training.masks import density, kept_count, masks_of, prunable_names, split_pruned_state
-from ..training.progress import RoundProgress, imp_summary_columns
+from ..training.progress import RoundProgress
 from ..core.records import read_json, write_json
 from ..core.types import Masks, Weights
 
@@ -152,7 +152,7 @@ def _plain(model: torch.nn.Module) -> Weights:
     return {k: v.detach().cpu() for k, v in weights.items()}
 
 
-class OpenLTHLayout:
+class OpenLTHLayout(SettingsFile):
     """An OpenLTH run folder, read and written for the training engine (tickets: the last epoch's weights).
 
     A level starts by writing ``mask.pth`` and its start weights ``model_ep{start}_it0.pth`` (level 0: the
@@ -169,16 +169,6 @@ class OpenLTHLayout:
                             f"ticket; use --ticket last (or the original's layout for best-validation tickets)")
         self.folder, self.config = Path(folder), config
         self.settings_path = settings_path(self.folder)
-
-    def read_settings(self) -> dict | None:
-        """The settings stored with the run (``None`` when the folder holds none)."""
-        return read_json(self.settings_path)
-
-    def write_settings(self, settings: dict) -> None:
-        write_json(self.settings_path, settings)
-
-    def summary_columns(self, ticket_rule: str) -> list[str]:
-        return imp_summary_columns(ticket_rule)
 
     def holds_run(self) -> bool:
         return mask_path(self.folder, 0).exists() or checkpoint_path(self.folder, 0).exists()

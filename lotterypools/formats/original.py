@@ -117,7 +117,27 @@ def round_checkpoint_dict(round_index: int, state_dict: Mapping[str, torch.Tenso
     return {"state": round_index, "state_dict": dict(state_dict), "best_sa": val_acc, **extra}
 
 
-class OriginalLayout:
+class SettingsFile:
+    """What the IMP layouts share: the run's settings in ``self.settings_path`` (JSON) and IMP's summary columns."""
+
+    settings_path: Path
+
+    def read_settings(self) -> dict | None:
+        """The settings stored with the run (``None`` when the folder holds none)."""
+        from ..core.records import read_json
+
+        return read_json(self.settings_path)
+
+    def write_settings(self, settings: dict) -> None:
+        from ..core.records import write_json
+
+        write_json(self.settings_path, settings)
+
+    def summary_columns(self, ticket_rule: str) -> list[str]:
+        return imp_summary_columns(ticket_rule)
+
+
+class OriginalLayout(SettingsFile):
     """The original repository's run folder, read and written for the training engine.
 
     Per round k: ``{k}checkpoint.pth.tar`` (every epoch; the original's keys plus ``best_epoch``, ``seconds``,
@@ -136,20 +156,6 @@ class OriginalLayout:
 
     def holds_run(self) -> bool:
         return paths.round_checkpoint(self.folder, 0).exists()
-
-    def read_settings(self) -> dict | None:
-        """The settings stored with the run (``None`` when the folder holds none)."""
-        from ..core.records import read_json
-
-        return read_json(self.settings_path)
-
-    def write_settings(self, settings: dict) -> None:
-        from ..core.records import write_json
-
-        write_json(self.settings_path, settings)
-
-    def summary_columns(self, ticket_rule: str) -> list[str]:
-        return imp_summary_columns(ticket_rule)
 
     def describe_missing(self) -> str:
         return f"no '<k>checkpoint.pth.tar' in {self.folder}"
