@@ -205,14 +205,24 @@ class OriginalLayout(SettingsFile):
 
     def close_round(self, progress: RoundProgress, model: torch.nn.Module, record: dict) -> None:
         """Add the round's record to ``summary.json`` and draw its training curve."""
-        from ..core.records import write_json
-
-        records = [r for r in self.summary() if r["round"] != progress.round] + [record]
-        write_json(paths.summary(self.folder), sorted(records, key=lambda r: r["round"]))
+        self._add_record(record)
         if self.plot_curve is not None:
             first = progress.next_epoch - len(progress.result.get("train_ta", []))
             self.plot_curve(progress.result, first, f"{self.config.arch} round {progress.round} "
                                 f"(density {100 * record['density']:.2f}%)", paths.training_curve(self.folder, progress.round))
+
+    def write_ticket(self, round_index: int, checkpoint: Mapping[str, Any], record: dict) -> None:
+        """A round's ticket made without training it here (a soup): both round files and its summary record."""
+        atomic_save(dict(checkpoint), paths.round_best(self.folder, round_index))
+        atomic_save(dict(checkpoint), paths.round_checkpoint(self.folder, round_index))
+        self._add_record(record)
+
+    def _add_record(self, record: dict) -> None:
+        """``summary.json`` with ``record`` replacing any earlier record of its round."""
+        from ..core.records import write_json
+
+        records = [r for r in self.summary() if r["round"] != record["round"]] + [record]
+        write_json(paths.summary(self.folder), sorted(records, key=lambda r: r["round"]))
 
     def summary(self) -> list[dict]:
         from ..core.records import read_json

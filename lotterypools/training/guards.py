@@ -36,9 +36,10 @@ def divergence_message(what: str, epoch: int, step: int) -> str:
 class FiniteWatch:
     """The first optimiser step of an epoch whose loss was not finite, tracked on the device (see module docstring)."""
 
-    def __init__(self, device: torch.device, epoch: int, check_every: int = CHECK_EVERY):
+    def __init__(self, device: torch.device, epoch: int, check_every: int = CHECK_EVERY, agree: bool = True):
+        """``agree``: processes of a process group train one model, so they agree on the flag at each check."""
         self.first_bad = torch.full((), _NO_BAD_STEP, dtype=torch.long, device=device)
-        self.epoch, self.check_every = epoch, check_every
+        self.epoch, self.check_every, self.agree = epoch, check_every, agree
 
     def observe(self, loss: torch.Tensor, step: int) -> None:
         """Fold one step's loss into the flag (no host synchronisation)."""
@@ -52,7 +53,7 @@ class FiniteWatch:
     def check(self) -> None:
         """Raise :class:`DivergenceError` if any step so far had a non-finite loss (agreed over all processes)."""
         first_bad = self.first_bad
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if self.agree and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             first_bad = first_bad.clone()  # every process stops at the same check, so none waits in a collective
             dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
         bad = int(first_bad)

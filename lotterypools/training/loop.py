@@ -127,7 +127,10 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
     from .guards import FiniteWatch, check_finite
 
     model.train()
-    watch = FiniteWatch(device, epoch)  # the divergence flag stays on the device; read every CHECK_EVERY steps
+    # the divergence flag stays on the device, read every CHECK_EVERY steps; agreed over the processes only when
+    # they train this model together (DDP), not when each trains a model of its own (SMS's candidates)
+    together = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    watch = FiniteWatch(device, epoch, agree=together)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = done = 0

@@ -24,4 +24,5 @@ CONSOLE_COMMANDS = {
     "lotterypools-freetickets-imagenet": "imagenet_edst",
     "lotterypools-aggregate": "aggregate_results",
     "lotterypools-experiment": "experiment",
+    "lotterypools-sms": "main_sms",
 }
