@@ -1,4 +1,5 @@
-"""Whole comparisons from one spec file: IMP per seed, pool methods per seed, the ensemble reference, the report.
+"""Whole comparisons from one spec file: IMP per seed, pool methods per seed, the ensemble reference, Sparse Model
+Soups variants, the report.
 
 :mod:`.spec` reads the TOML spec, :mod:`.plan` turns it into the scripts' own command lines, :mod:`.runner` runs
 them (resumably, several at once if asked) and :mod:`.report` writes the tables and figures over the seeds.
@@ -9,14 +10,14 @@ from __future__ import annotations
 
 from ..core.console import log
 from ..pools.results import JSON_NAME
-from .plan import Job, ensemble_folder, groups, plan_jobs, pools_folder
+from .plan import Job, ensemble_folder, groups, plan_jobs, pools_folder, sms_folder
 from .spec import ExperimentSpec
 
 
 def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
     """Write ``report/<group>/`` for every results group whose seeds have results; returns the summaries."""
     from ..analysis.aggregate import read_run_folder
-    from .report import add_reference, write_report
+    from .report import add_reference, add_sms_rows, write_report
 
     summaries = {}
     for group in groups(spec):
@@ -28,6 +29,7 @@ def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
         if spec.ensemble_k is not None and group == groups(spec)[0]:
             ensembles = {seed: ensemble_folder(spec, seed) / "ensemble_results.json" for seed in spec.seeds}
             add_reference(runs, {seed: path for seed, path in ensembles.items() if path.exists()})
+            add_sms_rows(runs, {v.label: {seed: sms_folder(spec, v.label, seed) for seed in v.seeds} for v in spec.sms})
         out = spec.output / "report" / group
         summaries[group] = write_report(runs, out)
         log(f"report {group}: {len(runs)} seeds -> {out} (table.md/.csv/.tex, gain.md/.csv/.tex, aggregate.json, "

@@ -5,6 +5,7 @@ Layout under the spec's ``output`` folder::
     imp/seed<S>/                 main_imp.py's run folder (tickets, settings.json, summary.json)
     pools/<group>/seed<S>/       Lottery_pools.py's results (pools_results.json, every method of the group)
     ensemble/seed<S>/            analyze_tickets.py ensemble's results (the IMP output-ensemble reference)
+    sms/<label>/seed<S>/         main_SMS.py's run folder of each Sparse Model Soups variant
     report/<group>/              tables, statistics and figures over the seeds
     logs/<job>.log               each job's output
 
@@ -23,13 +24,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..core.errors import UserError
-from .spec import ExperimentSpec
+from .spec import ExperimentSpec, SMSVariant
 
 ParserFor = Callable[[str], argparse.ArgumentParser]  # a command module's name -> its parser (given by the cli layer)
 
 IMP_MODULE = "lotterypools.cli.commands.main_imp"
 POOLS_MODULE = "lotterypools.cli.commands.lottery_pools"
 ANALYZE_MODULE = "lotterypools.cli.commands.analyze_tickets"
+SMS_MODULE = "lotterypools.cli.commands.main_sms"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ def ensemble_folder(spec: ExperimentSpec, seed: int) -> Path:
     return spec.output / "ensemble" / f"seed{seed}"
 
 
+def sms_folder(spec: ExperimentSpec, label: str, seed: int) -> Path:
+    return spec.output / "sms" / label / f"seed{seed}"
+
+
 def groups(spec: ExperimentSpec) -> list[str]:
     """The results folders' names, in the order their methods first appear."""
     return list(dict.fromkeys(method.group for method in spec.methods))
@@ -121,13 +127,21 @@ def _ensemble_job(spec: ExperimentSpec, seed: int) -> Job:
                finished=lambda: (folder / "ensemble_results.json").exists())
 
 
+def _sms_job(spec: ExperimentSpec, variant: SMSVariant, seed: int) -> Job:
+    """A Sparse Model Soups run from the seed's dense IMP ticket; a rerun continues it (written phases are kept)."""
+    dense = imp_folder(spec, seed) / "0model_SA_best.pth.tar"
+    args = ["--data", spec.data, "--dataset", spec.dataset, "--arch", spec.arch, "--seed", str(seed),
+            *flag_arguments(variant.flags), "--dense", str(dense), "--save_dir", str(sms_folder(spec, variant.label, seed))]
+    return Job(f"sms_{variant.label}_seed{seed}", SMS_MODULE, tuple(args), after=(f"imp_seed{seed}",))
+
+
 def pruning_times(spec: ExperimentSpec, parser_for: ParserFor) -> int:
     """The number of IMP networks per seed, as main_imp.py will read it (its own default when the spec is silent)."""
     return int(_parse(parser_for(IMP_MODULE), _imp_job(spec, spec.seeds[0], 0).args, f"{spec.source} [imp]").pruning_times)
 
 
 def plan_jobs(spec: ExperimentSpec, parser_for: ParserFor) -> list[Job]:
-    """Every job of the experiment, seed by seed: IMP, then its pool methods and the ensemble reference."""
+    """Every job of the experiment: IMP per seed, each pool method over the seeds, the ensembles, SMS variants."""
     rounds = pruning_times(spec, parser_for)
     # IMP for every seed, then each pool method over the seeds, then the ensembles: with --jobs N the seeds'
     # jobs of one method run side by side, so every method has all its seeds as early as possible
@@ -136,6 +150,7 @@ def plan_jobs(spec: ExperimentSpec, parser_for: ParserFor) -> list[Job]:
     jobs = [_imp_job(spec, seed, rounds) for seed in spec.seeds] + [job for _, _, job in pools]
     if spec.ensemble_k is not None:
         jobs += [_ensemble_job(spec, seed) for seed in spec.seeds]
+    jobs += [_sms_job(spec, variant, seed) for variant in spec.sms for seed in variant.seeds]
     return jobs
 
 

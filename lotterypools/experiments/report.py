@@ -17,6 +17,10 @@ from ..pools.results import METHOD_LABELS, method_label
 from ..core.records import atomic_write_text, write_csv, write_json
 
 ENSEMBLE_METHOD = "imp_ensemble"
+SMS_PREFIX = "sms_"
+DENSITY_TOLERANCE = 1e-3  # relative: one geometric SMS phase and several IMP rounds differ by torch's rounding
+
+
 def read_ensemble_accuracy(path: Path) -> tuple[int, dict[int, float]]:
     """``analyze_tickets.py ensemble``'s results: k and the ensemble's test accuracy per target round."""
     try:
@@ -39,6 +43,54 @@ def add_reference(runs: Sequence[RunFolder], ensembles: Mapping[int, Path]) -> i
     if k is not None:
         METHOD_LABELS[ENSEMBLE_METHOD] = f"IMP output ensemble ({k + 1} tickets, {k + 1}× inference)"
     return k
+
+
+def read_sms_run(folder: Path) -> tuple[dict, list[dict]]:
+    """A main_SMS.py folder's SMS settings and ``summary.json`` records (phase order)."""
+    try:
+        settings = json.loads((folder / "settings.json").read_text())["sms"]
+        records = json.loads((folder / "summary.json").read_text())
+        return settings, sorted(records, key=lambda r: r["round"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{folder}: not a main_SMS.py run folder ({error.__class__.__name__}: {error}): rerun the "
+                        f"experiment to continue it") from None
+
+
+def sms_method_label(settings: Mapping) -> str:
+    """``SMS (uniform soup of 3)``, or ``IMP, 3× retraining per phase`` for the baseline."""
+    if settings.get("imp_budget"):
+        return f"IMP without rewinding, {settings['candidates']}× retraining per phase"
+    return f"SMS ({settings['soup']} soup of {settings['candidates']})"
+
+
+def matching_round(density: float, densities: Mapping[int, float]) -> int | None:
+    """The IMP round whose density equals ``density`` (up to torch's rounding of pruned counts), if any."""
+    for round_index, value in densities.items():
+        if abs(value - density) <= DENSITY_TOLERANCE * max(value, density):
+            return round_index
+    return None
+
+
+def add_sms_rows(runs: Sequence[RunFolder], variants: Mapping[str, Mapping[int, Path]]) -> dict[str, list[float]]:
+    """Add each SMS variant's soups (``variants[label][seed]`` folders) as rows at the IMP densities they reach.
+
+    Returns each variant's cumulative training epochs per phase (from the dense network on), for the cost table.
+    """
+    epochs: dict[str, list[float]] = {}
+    for label, folders in variants.items():
+        method = SMS_PREFIX + label
+        for run in runs:
+            folder = folders.get(run.seed)
+            if folder is None or not (folder / "summary.json").exists():
+                continue
+            settings, records = read_sms_run(folder)
+            METHOD_LABELS[method] = sms_method_label(settings)
+            for record in records[1:]:  # phase 0 is the seed's dense IMP ticket itself
+                round_index = matching_round(record["density"], run.density)
+                if round_index is not None:
+                    run.accuracy[method, round_index] = record["test_acc"]
+            epochs[method] = [float(sum(r["epochs"] for r in records[:p + 1])) for p in range(len(records))]
+    return epochs
 
 
 def latex_table(table: Mapping[str, Sequence[Mapping]], digits: int = 2) -> str:

@@ -26,9 +26,19 @@ Example (``experiments/quickstart.toml`` holds a runnable one)::
     [ensemble]                           # the IMP output-ensemble reference row (analyze_tickets.py ensemble)
     k = 2
 
+    [sms]                                # flags shared by every Sparse Model Soups variant (CIFAR/main_SMS.py)
+    epochs = 3
+    candidates = 3
+
+    [[sms.variants]]                     # one table per variant: a label (its folder) and its own flags
+    label = "uniform"
+    soup = "uniform"
+
 Keys are the scripts' own flag names, so a spec says nothing a command line could not; each is checked by the
 script's own parser before any work starts. A method table may add ``seeds`` (run it on some seeds only) and
 ``group`` (a results folder of its own, for a variant whose settings differ, e.g. the full BN pass on one seed).
+SMS variants start from each seed's dense IMP ticket (``--dense``), so they share it with the pool methods; their
+soups join the first group's tables as rows at the IMP densities they reach.
 """
 
 from __future__ import annotations
@@ -45,11 +55,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 has no tomllib; tomli is the same parser
     import tomli as tomllib
 
-SECTIONS = {"experiment", "data", "imp", "pools", "ensemble"}
+SECTIONS = {"experiment", "data", "imp", "pools", "ensemble", "sms"}
 # Flags the experiment sets itself: a spec that sets them would write outside the experiment's folder layout.
 RESERVED = {"seed", "save_dir", "checkpoint", "resume", "data", "dataset", "arch", "overwrite"}
 METHOD_KEYS = {"seeds", "group", "label"}
 DEFAULT_GROUP = "main"
+SMS_RESERVED = {"dense"}  # the experiment starts every SMS variant from the seed's dense IMP ticket
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,15 @@ class PoolMethod:
     flags: Mapping[str, Any]
     seeds: tuple[int, ...]
     group: str = DEFAULT_GROUP
+
+
+@dataclass(frozen=True)
+class SMSVariant:
+    """One Sparse Model Soups variant: its label (results folder), its script flags and its seeds."""
+
+    label: str
+    flags: Mapping[str, Any]
+    seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,7 @@ class ExperimentSpec:
     methods: tuple[PoolMethod, ...]
     ensemble_k: int | None
     source: Path = field(default=Path("."))
+    sms: tuple[SMSVariant, ...] = ()
 
 
 def _table(raw: Mapping[str, Any], name: str, path: Path, required: bool = True) -> dict:
@@ -96,11 +117,19 @@ def _seed_list(value: Any, where: str, path: Path) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _check_reserved(flags: Mapping[str, Any], where: str, path: Path) -> None:
-    clash = sorted(set(flags) & RESERVED)
+def _check_reserved(flags: Mapping[str, Any], where: str, path: Path, extra: frozenset[str] = frozenset()) -> None:
+    clash = sorted(set(flags) & (RESERVED | extra))
     if clash:
         raise UserError(f"{path}: [{where}] sets {', '.join(clash)}, which the experiment sets itself "
-                        f"(seeds, data and arch come from [experiment], [data] and [imp].arch): remove them")
+                        f"(seeds, data and arch come from [experiment], [data] and [imp].arch; SMS starts from the "
+                        f"dense IMP ticket): remove them")
+
+
+def _folder_name(value: Any, where: str, path: Path) -> str:
+    name = str(value)
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise UserError(f"{path}: {where} {name!r} must be a plain folder name (letters, digits, _ and -)")
+    return name
 
 
 def _methods(pools: dict, seeds: tuple[int, ...], path: Path) -> tuple[PoolMethod, ...]:
@@ -113,15 +142,41 @@ def _methods(pools: dict, seeds: tuple[int, ...], path: Path) -> tuple[PoolMetho
         where = f"pools.methods[{index}]"
         own = {k: v for k, v in table.items() if k not in METHOD_KEYS}
         _check_reserved(own, where, path)
-        method_seeds = _seed_list(table["seeds"], f"{where}.seeds", path) if "seeds" in table else seeds
-        unknown = sorted(set(method_seeds) - set(seeds))
-        if unknown:
-            raise UserError(f"{path}: {where}.seeds has {unknown}, which are not in [experiment].seeds {list(seeds)}")
-        group = str(table.get("group", DEFAULT_GROUP))
-        if not group.replace("_", "").replace("-", "").isalnum():
-            raise UserError(f"{path}: {where}.group {group!r} must be a plain folder name (letters, digits, _ and -)")
+        method_seeds = _own_seeds(table, seeds, where, path)
+        group = _folder_name(table.get("group", DEFAULT_GROUP), f"{where}.group", path)
         methods.append(PoolMethod({**pools, **own}, method_seeds, group))
     return tuple(methods)
+
+
+def _own_seeds(table: Mapping[str, Any], seeds: tuple[int, ...], where: str, path: Path) -> tuple[int, ...]:
+    """A method's or variant's ``seeds`` (a subset of the experiment's), or all of them."""
+    own = _seed_list(table["seeds"], f"{where}.seeds", path) if "seeds" in table else seeds
+    unknown = sorted(set(own) - set(seeds))
+    if unknown:
+        raise UserError(f"{path}: {where}.seeds has {unknown}, which are not in [experiment].seeds {list(seeds)}")
+    return own
+
+
+def _sms_variants(sms: dict, seeds: tuple[int, ...], path: Path) -> tuple[SMSVariant, ...]:
+    tables = sms.pop("variants", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise UserError(f"{path}: [[sms.variants]] must be a list of tables, one per variant")
+    if sms and not tables:
+        raise UserError(f"{path}: [sms] has no [[sms.variants]]: add one, e.g. label = \"uniform\"")
+    _check_reserved(sms, "sms", path, frozenset(SMS_RESERVED))
+    variants = []
+    for index, table in enumerate(tables):
+        where = f"sms.variants[{index}]"
+        if "label" not in table:
+            raise UserError(f"{path}: {where} has no label: add e.g. label = \"uniform\" (its results folder)")
+        own = {k: v for k, v in table.items() if k not in ("label", "seeds")}
+        _check_reserved(own, where, path, frozenset(SMS_RESERVED))
+        variants.append(SMSVariant(_folder_name(table["label"], f"{where}.label", path), {**sms, **own},
+                                   _own_seeds(table, seeds, where, path)))
+    labels = [v.label for v in variants]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"{path}: [[sms.variants]] repeat a label ({labels}): give each variant its own")
+    return tuple(variants)
 
 
 def _ensemble_k(table: dict, path: Path) -> int | None:
@@ -155,7 +210,8 @@ def parse_spec(raw: Mapping[str, Any], path: Path) -> ExperimentSpec:
     return ExperimentSpec(name=name, output=output, seeds=seeds, dataset=str(data["dataset"]),
                           data=str(data.get("data", "data")), arch=arch, imp_flags=imp,
                           methods=_methods(_table(raw, "pools", path, required=False), seeds, path),
-                          ensemble_k=_ensemble_k(_table(raw, "ensemble", path, required=False), path), source=path)
+                          ensemble_k=_ensemble_k(_table(raw, "ensemble", path, required=False), path), source=path,
+                          sms=_sms_variants(_table(raw, "sms", path, required=False), seeds, path))
 
 
 def read_spec(path: str | Path) -> ExperimentSpec:
