@@ -26,7 +26,8 @@ from ..core.torchfiles import check_compatible
 from ..formats.freetickets import PROGRESS_KEYS, FreeTicketsLayout
 from ..training.engine import Evaluator, IMPEngine, RoundContext, RoundPlan, RoundPolicy, TrainData
 from ..training.loop import TrainingHook
-from ..training.sparse import MaskedWeights, MaskUpdater, SparseConfig, initial_masks
+from ..config.sparse import SparseConfig
+from ..training.sparse import MaskedWeights, MaskUpdater, initial_masks
 
 
 # ---------------------------------------------------------------------------------------------- plans

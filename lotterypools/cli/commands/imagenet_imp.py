@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..aliases import add_no_effect_flags
 from ..flags import add_imagenet_arguments, add_pruning_arguments, add_training_arguments
 from ...config.settings import OPENLTH_IMAGENET_DEFAULTS
 from ...core.errors import RERUN_CONTINUES, UserError, cli_entry
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--levels", type=int, default=levels,
                         help=f"last pruning level: levels 0 (dense) .. LEVELS are trained (default {levels}: "
                              f"{levels + 1} tickets)")
+    add_no_effect_flags(parser, "imagenet_imp")
     return parser
 
 
