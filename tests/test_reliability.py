@@ -86,14 +86,24 @@ def test_a_diverging_imp_round_stops_and_keeps_the_last_finite_checkpoint(tmp_pa
     assert not paths.round_checkpoint(folder, 1).exists()
 
 
-def test_dst_with_a_nan_learning_rate_writes_no_ticket(data_dir, tmp_path, capsys):
+def test_dst_with_a_nan_learning_rate_is_refused_before_work(data_dir, tmp_path, capsys):
     save = tmp_path / "dst"
     with pytest.raises(SystemExit) as stop:
         command("main_dst")(["--data_dir", str(data_dir), *TINY, *SPARSE, "--epochs", "2", "--lr", "nan",
                              "--save_dir", str(save)])
     assert stop.value.code == 2
+    assert last_error_line(capsys) == "error: --lr nan must be positive"
+    assert not save.exists()
+
+
+def test_dst_with_a_diverging_learning_rate_writes_no_ticket(data_dir, tmp_path, capsys):
+    save = tmp_path / "dst"
+    with pytest.raises(SystemExit) as stop:
+        command("main_dst")(["--data_dir", str(data_dir), *TINY, *SPARSE, "--epochs", "2", "--lr", "1e30",
+                             "--save_dir", str(save)])
+    assert stop.value.code == 2
     line = last_error_line(capsys)
-    assert "training diverged" in line and "epoch 1, step 2" in line and "--lr" in line
+    assert "training diverged" in line and "--lr" in line
     assert not (save / "model.pth").exists() and not (save / "progress" / "dst.pth").exists()
 
 

@@ -94,7 +94,8 @@ def check_ranges(config: Any, spelling: Mapping[str, str] | None = None) -> None
 
 
 def _flag_of(f: dataclasses.Field) -> str:
-    return (f.metadata.get("flags") or (f"--{f.name}",))[0]
+    flags = f.metadata.get("flags") or (f"--{f.name}",)
+    return next((flag for flag in flags if flag.startswith("--")), flags[0])  # --batch_size rather than -b
 
 
 @dataclass
