@@ -126,12 +126,12 @@ def launch(argv: list[str]) -> None:
 
     port = args.master_port if args.master_port is not None else port_in_script_args(args.script_args) or DEFAULT_PORT
     check_port(port)
-    if not os.path.isfile(args.script):
-        raise UserError(f"script {args.script} does not exist; run from ImageNet/ or give its path")
     if not (1 <= args.nproc_per_node <= MAX_PROCESSES and 1 <= args.nnodes <= MAX_PROCESSES
             and 0 <= args.node_rank < args.nnodes):
         raise UserError(f"--nproc_per_node {args.nproc_per_node} and --nnodes {args.nnodes} must be in "
                         f"1..{MAX_PROCESSES} and --node_rank {args.node_rank} in 0..nnodes-1")
+    if not os.path.isfile(args.script):
+        raise UserError(f"script {args.script} does not exist; run from ImageNet/ or give its path")
     check_devices(args.nproc_per_node, args.script_args)
     if args.node_rank == 0:
         check_port_free(port)
