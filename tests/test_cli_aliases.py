@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-from lotterypools.cli.aliases import NO_EFFECT, SCRIPT_ALIASES
+from lotterypools.cli.aliases import NO_EFFECT, SCRIPT_ALIASES, say_no_effect
 
 
 def parser_of(module: str):
@@ -60,11 +60,16 @@ def test_a_spelling_of_another_script_is_not_accepted(module, flag, capsys):
 
 def test_no_effect_flags_are_accepted_with_a_one_line_note_and_not_stored(capsys):
     args = parser_of("lottery_pools").parse_args(["--inference", "--rewind_epoch", "9", "--search_num", "19"])
+    assert capsys.readouterr().out == ""  # parsing alone (an experiment's check of a job) says nothing
+    say_no_effect(args)
     out = capsys.readouterr().out.splitlines()
     assert out == ["note: --inference has no effect: the tickets are always evaluated first",
                    "note: --rewind_epoch 9 has no effect: the search reads the tickets as they are (the rewind point "
                    "mattered when main_imp.py trained them)"]
     assert not any(name.startswith("no_effect") or name in ("inference", "rewind_epoch") for name in vars(args))
+    from lotterypools.cli.pools import recorded_settings
+
+    assert "_no_effect_notes" not in recorded_settings(args)  # not stored with the results
     assert args.search_num == 19
 
 

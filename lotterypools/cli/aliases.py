@@ -70,8 +70,13 @@ NO_EFFECT: dict[str, tuple[NoEffect, ...]] = {
 }
 
 
+NOTES = "_no_effect_notes"  # the namespace attribute collecting the notes (printed by say_no_effect, not stored)
+
+
 class _NoEffectAction(argparse.Action):
-    """Prints a one-line note (or, for a refused flag, raises a one-line error) when the flag is given."""
+    """Collects a one-line note (or, for a refused flag, raises a one-line error) when the flag is given; the
+    note is printed by :func:`say_no_effect` when the command starts work, so a parse that only checks a
+    command line (an experiment's plan) prints nothing."""
 
     def __init__(self, option_strings, dest, why: str = "", refuse: bool = False, **kwargs):
         super().__init__(option_strings, dest, **kwargs)
@@ -81,8 +86,14 @@ class _NoEffectAction(argparse.Action):
         given = option_string if values in (None, []) else f"{option_string} {values}"
         if self.refuse:
             raise UserError(f"{given} has no effect here: {self.why}; drop it")
-        if os.environ.get("RANK", "0") == "0":  # one note per launch, not one per process
-            print(f"note: {given} has no effect: {self.why}", flush=True)
+        setattr(namespace, NOTES, [*getattr(namespace, NOTES, []), f"note: {given} has no effect: {self.why}"])
+
+
+def say_no_effect(args: argparse.Namespace) -> None:
+    """Print the notes of the no-effect flags given (once per launch: rank 0 only)."""
+    if os.environ.get("RANK", "0") == "0":
+        for note in getattr(args, NOTES, []):
+            print(note, flush=True)
 
 
 def add_no_effect_flags(parser: argparse.ArgumentParser, script: str | None = None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..config.settings import add_config_arguments, config_from_args
 from ..config.sparse import DEFAULT_EPOCHS, FREETICKETS_DEFAULTS, FreeTicketsSettings, SparseConfig
-from .aliases import add_no_effect_flags, aliases_of
+from .aliases import add_no_effect_flags, aliases_of, say_no_effect
 
 # Scripts whose original ran the CIFAR sparse-training core (sparselearning/core.py); the ImageNet script's
 # original core decays the death rate and masks momentum, so there ours is the default.
@@ -185,6 +185,7 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
 
     config = sparse_config(args, method)
     plan = training_plan(args, method)
+    say_no_effect(args)
     spec = freetickets_spec(args.dataset)  # FreeTickets' own CIFAR-10 pipeline, not the Lottery Pools one
     factory = lambda: build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
     factory()  # an unknown --model fails here, before data is read

@@ -72,7 +72,8 @@ def build_evaluator(model: nn.Module, data: DataSplits, device: torch.device, ba
 
 def recorded_settings(args: argparse.Namespace) -> dict:
     """The flags worth storing with a result (plain values only)."""
-    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None), bool))}
+    return {k: v for k, v in vars(args).items()
+            if not k.startswith("_") and isinstance(v, (int, float, str, list, type(None), bool))}
 
 
 def run_pool_job(args: argparse.Namespace, store: TicketStore, evaluator: PoolEvaluator, results: PoolResultsFile,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..aliases import add_no_effect_flags, aliases_of
+from ..aliases import add_no_effect_flags, aliases_of, say_no_effect
 from ..flags import add_imagenet_arguments
 from ...config.settings import add_config_arguments
 from ...config.sparse import IMAGENET_EDST_DEFAULTS, FreeTicketsSettings
@@ -59,6 +59,7 @@ def main(argv=None) -> list[dict]:
     from ...core.console import log, progress_wanted
 
     config = sparse_config(args, "ImageNet")
+    say_no_effect(args)
     m = args.multiplier
     plan = imagenet_plan(args.epochs * m, args.epochs_explo * m, args.epochs_refine * m, args.lr, args.warmup * m)
     args.arch = ARCH_ALIASES.get(args.arch, args.arch)

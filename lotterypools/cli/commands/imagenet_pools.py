@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..aliases import add_no_effect_flags
+from ..aliases import add_no_effect_flags, say_no_effect
 from ..flags import add_imagenet_arguments, add_pool_arguments
 from ...core.errors import POOLS_RERUN, UserError, cli_entry
 
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     from ...pools.store import TicketStore
 
     validate_pool_args(args)
+    say_no_effect(args)
     if getattr(args, "ood_data", None):
         raise UserError("--ood_data (CIFAR-C layout) is supported by CIFAR/Lottery_pools.py only; "
                         "drop it from the ImageNet command")

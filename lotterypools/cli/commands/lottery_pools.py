@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..aliases import add_no_effect_flags
+from ..aliases import add_no_effect_flags, say_no_effect
 from ..flags import add_data_arguments, add_model_arguments, add_pool_arguments
 from ...core.errors import POOLS_RERUN, UserError, cli_entry
 
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.checkpoint:
         raise UserError("the search needs --checkpoint: the folder of a main_imp.py run holding its tickets")
     validate_pool_args(args)
+    say_no_effect(args)
     files = ticket_files(args.checkpoint)  # names only: a missing folder is not created by the next check
     save_dir = Path(args.save_dir or args.checkpoint)
     results = check_results_folder(save_dir, "--save_dir" if args.save_dir else "--checkpoint (the results' default folder)")
