@@ -20,11 +20,7 @@ from lotterypools.cli.commands import CONSOLE_COMMANDS
 BOUNDS = ("minimum", "maximum", "above", "below")
 # Numbers checked by hand after parsing (one line each), with the other arguments the command needs to get there.
 HAND_CHECKED = {
-    "multiproc": [(["--master_port", "70000", "x.py"], "--master_port"), (["--nproc_per_node", "0", "x.py"],
-                                                                         "--nproc_per_node")],
-    "experiment": [(["spec.toml", "--jobs", "0"], "--jobs"), (["spec.toml", "--threads", "0"], "--threads")],
-    "aggregate_results": [(["run", "--out", "out", "--digits", "11"], "--digits")],
-    "make_corrupted": [(["--out", "out", "--limit", "0"], "--limit")],
+    "multiproc": [(["--node_rank", "1", "x.py"], "--node_rank"), (["x.py", "--master_port", "70000"], "--master_port")],
     "imagenet_imp": [(["data", "--save_dir", "run", "--levels", "-1"], "--levels")],
 }
 
@@ -87,7 +83,7 @@ KNOWN = [
     ("CIFAR", "main_EDST.py", ["--lr", "-1"], "error: --lr -1.0 must be positive"),
     ("ImageNet", "main.py", ["data", "--label-smoothing", "2"], "error: --label-smoothing 2.0 is outside [0, 1)"),
     ("CIFAR", "Lottery_pools.py", ["--batch_size", "0"], "error: --batch_size 0 must be at least 1"),
-    ("ImageNet", "multiproc.py", ["--master_port", "70000", "main.py"], "error: --master_port 70000 is not a TCP port"),
+    ("ImageNet", "multiproc.py", ["--master_port", "70000", "main.py"], "error: --master_port 70000 is outside [1, 65535]"),
 ]
 
 
