@@ -78,11 +78,12 @@ def default_save_dir(args: argparse.Namespace) -> Path:
 
 
 def add_pool_arguments(parser: argparse.ArgumentParser, script: str = "lottery_pools",
-                       bn_batch_size: int = 128) -> None:
+                       defaults: Mapping[str, Any] | None = None) -> None:
     """The search flags, generated from :class:`~lotterypools.config.pools.PoolSearchSettings`; the BN batch is
-    ``--bn_batch_size`` with the script's spelling from its alias table; and the OOD flags."""
+    ``--bn_batch_size`` with the script's spelling from its alias table; ``defaults`` are the script's; and the
+    OOD flags."""
     add_config_arguments(parser, {"search": "Lottery Pools", "targets": "targets", "bn": "BN recalibration"},
-                         cls=PoolSearchSettings, defaults={"bn_batch_size": bn_batch_size}, aliases=aliases_of(script))
+                         cls=PoolSearchSettings, defaults=defaults, aliases=aliases_of(script))
     add_progress_argument(parser)
     add_ood_arguments(parser)
 

@@ -23,8 +23,8 @@ class PoolSearchSettings:
     search_num: int = setting(3, "size of the candidate pool counting the target, as the original: search_num-1 "
                                  "candidates (the paper uses all tickets, e.g. 19)", group="search", minimum=1)
     interpolation_value_list: list[float] = setting(list(PAPER_COEFFICIENTS), "coefficients alpha tried on each "
-                                                    "candidate; 0.5 alone gives Lottery Pools (average) (default the "
-                                                    "paper's 11 values 0.05 ... 0.95)", group="search", type=float,
+                                                    "candidate; 0.5 alone gives Lottery Pools (average); the default is "
+                                                    "the paper's 11 values", group="search", type=float,
                                                     nargs="+", minimum=0, maximum=1)
     EMA_value: float = setting(0.95, "EMA weight on the incoming ticket for interpolate_ema (the paper's)",
                                group="search", minimum=0, maximum=1)

@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ticket_dir", "--save_dir", dest="ticket_dir", required=True,
                         help="input: the OpenLTH run folder holding level_<k>/main/ (--save_dir is the original's "
                              "spelling)")
-    add_pool_arguments(parser, "imagenet_pools", bn_batch_size=256)  # whole batches are dealt to the processes
-    parser.set_defaults(search_num=11)
+    # whole BN batches are dealt to the processes; the pool holds all 11 OpenLTH levels by default
+    add_pool_arguments(parser, "imagenet_pools", defaults={"bn_batch_size": 256, "search_num": 11})
     add_no_effect_flags(parser, "imagenet_pools")
     parser.add_argument("--results_dir", default=None, help="output: where results go (default: --ticket_dir)")
     parser.add_argument("--parallel", default="data", choices=("data", "targets"),
