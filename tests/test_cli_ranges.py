@@ -106,3 +106,19 @@ def test_analyze_tickets_refuses_targets_the_folder_does_not_hold(tmp_path, caps
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --targets 9:") and "rounds 0-2" in err and len(err.splitlines()) == 1
+
+
+def test_generated_help_shows_a_percent_sign_once_however_the_declaration_wrote_it():
+    from dataclasses import dataclass
+
+    from lotterypools.config.settings import add_config_arguments, setting
+
+    @dataclass
+    class Percent:
+        plain: int = setting(1, "at 50% of the run", group="g", minimum=1)
+        escaped: int = setting(1, "a 10%% warm-up", group="g", minimum=1)
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, {"g": "g"}, cls=Percent)
+    text = " ".join(parser.format_help().split())
+    assert "at 50% of the run" in text and "a 10% warm-up" in text and "%%" not in text

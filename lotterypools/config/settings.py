@@ -259,7 +259,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, groups: Mapping[str, s
             limits = _range_text(f.metadata)
             shown = "" if default is False or default is None else f" (default {_describe(default)})"
             also = f"; {', '.join(extra)} is this script's spelling (the original's)" if extra else ""
-            help_text = f"{f.metadata['help']}{shown}{'; valid ' + limits if limits else ''}{also}".replace("%", "%%")
+            # argparse formats help with %: escape it once (a help already written with %% stays as it is)
+            help_text = f"{f.metadata['help']}{shown}{'; valid ' + limits if limits else ''}{also}".replace("%%", "%").replace("%", "%%")
             if isinstance(default, bool):  # a flag that is on by default can be turned off: --no-<name>
                 action = argparse.BooleanOptionalAction if default else "store_true"
                 group.add_argument(*flags, dest=f.name, action=action, default=default, help=help_text)
