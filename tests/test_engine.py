@@ -252,7 +252,7 @@ def test_fit_resumed_from_a_saved_epoch_repeats_the_uninterrupted_training():
 @pytest.mark.parametrize("settings, message", [
     (dict(batch_size=0), "--batch_size 0 must be at least 1"), (dict(lr=-0.1), "--lr -0.1 must be positive"),
     (dict(lr=0.0), "--lr 0.0 must be positive"), (dict(warmup=-1), "--warmup -1 must be 0 or more"),
-    (dict(momentum=-0.5), "must not be negative"), (dict(ticket="best"), "unknown --ticket"),
+    (dict(momentum=-0.5), "--momentum -0.5 must be 0 or more"), (dict(ticket="best"), "unknown --ticket"),
 ])
 def test_bad_training_settings_are_one_line_errors(settings, message):
     with pytest.raises(UserError, match=message):

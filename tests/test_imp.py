@@ -215,7 +215,7 @@ def test_resume_from_a_corrupt_checkpoint_is_a_user_error(tiny_run):
 
 @pytest.mark.parametrize("settings, message", [
     (dict(rate=0.0), "outside"), (dict(rate=1.0), "outside"), (dict(rate=-0.2), "outside"),
-    (dict(rewind_epoch=2), "below --epochs"), (dict(rewind_epoch=-1), "below --epochs"),
+    (dict(rewind_epoch=2), "below --epochs"), (dict(rewind_epoch=-1), "--rewind_epoch -1 must be 0 or more"),
     (dict(prune_type="magnitude"), "prune_type"), (dict(epochs=0), "epochs"), (dict(pruning_times=0), "pruning_times"),
 ])
 def test_invalid_settings_are_user_errors(settings, message):

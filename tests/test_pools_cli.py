@@ -47,7 +47,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 @pytest.mark.slow
 def test_inference_without_checkpoint_in_a_real_process():
     assert_one_line_error(run_script("--inference", "--dataset", "fashionmnist", "--arch", "conv2"),
-                          "--inference needs --checkpoint")
+                          "the search needs --checkpoint")
 
 
 def test_missing_and_empty_ticket_folders(tmp_path, capsys):

@@ -164,7 +164,7 @@ def test_split_file_reader_refuses_pickles_and_missing_files(tmp_path):
     (dict(eb_eps=0.0), "--eb_eps 0.0 is outside"),
     (dict(eb_eps=1.0), "--eb_eps 1.0 is outside"),
     (dict(queue_length=0), "--queue_length 0"),
-    (dict(threshold=-1), "--threshold -1 is negative"),
+    (dict(threshold=-1), "--threshold -1 must be 0 or more"),
     (dict(data_prune="random"), "unknown --data_prune"),
     (dict(data_rate=1.0), "--data_rate 1.0"),
 ])

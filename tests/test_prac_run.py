@@ -187,7 +187,7 @@ def test_prac_readme_command_line_parses_and_bad_inputs_are_one_line_errors(tmp_
               "--eb_eps", "0.08", "--prune_type", "rewind_lt", "--rewind_epoch", "2", "--threshold", "0",
               "--save_dir", str(tmp_path / "PrAC_lt_cifar10_res20s"), "--no_download"]
     for extra, message in (([], "cifar10 not found"), (["--eb_eps", "1.5"], "--eb_eps 1.5 is outside (0, 1)"),
-                           (["--threshold", "-2"], "--threshold -2 is negative"),
+                           (["--threshold", "-2"], "--threshold -2 must be 0 or more"),
                            (["--queue_length", "0"], "--queue_length 0 must be at least 1")):
         result = subprocess.run([sys.executable, str(script), *readme, *extra], cwd=REPO / "CIFAR", env=env,
                                 capture_output=True, text=True, timeout=120)

@@ -86,7 +86,7 @@ def run_disagreement(args: argparse.Namespace, save_dir: Path) -> dict:
 def run_pairwise(args: argparse.Namespace, save_dir: Path) -> dict:
     model, store, _, device = _stores(args)
     data = load_data(args)
-    evaluator = build_evaluator(model, data, device, args.batch_size, args.bn_batches, args.seed)
+    evaluator = build_evaluator(model, data, device, args.bn_batch_size, args.bn_batches, args.seed)
     result = pairwise_average_matrix(store, evaluator, progress=progress_wanted())
     labels = [f"{r} ({100 * d:.0f}%)" for r, d in zip(result["rounds"], result["densities"])]
     log(format_table([{"round": label, **dict(zip(map(str, result["rounds"]), row))}

@@ -16,6 +16,13 @@ HEADER = """# Command-line flags
 Generated from the parsers by `python -m lotterypools.cli.flag_table > docs/cli.md` (do not edit by hand; a test
 checks that this file is current). Each section is one command: its console command, the module in
 `lotterypools/cli/commands/`, and the script in `CIFAR/` or `ImageNet/` that wraps it take the same flags.
+
+Each flag name means one thing in every command. Where an original script spelled a setting differently (FreeTickets'
+`--data cifar10` is `--dataset`, PrAC's 0-based `--rewind_epoch` is `--rewind_index`, the pools' `--batch_size` is
+`--bn_batch_size`), that spelling is listed beside the canonical one in that command only, and its meaning says "this
+script's spelling" (the alias tables are in `lotterypools/cli/aliases.py`). "valid" gives a number's declared range: a
+value outside it ends the command with one line before any work. Flags marked "no effect" are the originals' flags
+that change nothing here: accepted with a one-line note, or refused with one line.
 """
 
 

@@ -9,35 +9,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_EPOCHS = {"DST": 250, "individual": 250, "EDST": 320, "PF": 320}
+from ..config.settings import add_config_arguments, config_from_args
+from ..config.sparse import DEFAULT_EPOCHS, FREETICKETS_DEFAULTS, FreeTicketsSettings, SparseConfig
+from .aliases import add_no_effect_flags, aliases_of, say_no_effect
+
 # Scripts whose original ran the CIFAR sparse-training core (sparselearning/core.py); the ImageNet script's
 # original core decays the death rate and masks momentum, so there ours is the default.
 ORIGINAL_CORE_METHODS = ("DST", "EDST", "PF", "individual")
 
 
-def add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
-    """The original ``sparselearning.core.add_sparse_args`` flags, plus switches back to the original's behaviour."""
-    group = parser.add_argument_group("sparse training (sparselearning/core.py)")
-    group.add_argument("--sparse", action="store_true", help="train a sparse network (default: dense)")
-    group.add_argument("--fix", action="store_true", help="keep the initial mask fixed (no death and growth)")
-    group.add_argument("--sparse-init", "--sparse_init", default="ER",
-                       help="layer densities: ERK, ER, uniform (exact counts, random positions); pruning (global "
-                            "magnitude of the loaded weights, PF); resume (the loaded weights' non-zeros) (default ER)")
-    group.add_argument("--growth", default="random", help="gradient (largest dense gradient, RigL) or random (SET) (default random)")
-    group.add_argument("--death", default="magnitude", help="magnitude: remove the smallest active weights (default magnitude)")
-    group.add_argument("--redistribution", default="none",
-                       help="none: every layer regrows what it lost (the only mode; the original CIFAR code ignores this flag)")
-    group.add_argument("--death-rate", type=float, default=0.5, help="fraction of each layer's active weights replaced per update (default 0.5)")
-    group.add_argument("--large-death-rate", type=float, default=0.8,
-                       help="EDST: fraction replaced at the start of every refine phase after the first (default 0.8)")
-    group.add_argument("--PF-rate", type=float, default=None,
-                       help="PF: fraction pruned from the dense model; overrides --density as 1 - PF-rate (default: use --density)")
-    group.add_argument("--density", type=float, default=0.05, help="fraction of conv and linear weights kept (default 0.05)")
-    group.add_argument("--update-frequency", "--update_frequency", type=int, default=1000,
-                       help="optimiser steps between mask updates (default 1000)")
-    group.add_argument("--decay-schedule", default="cosine",
-                       help="death-rate decay over each phase with --decayed-death-rate: cosine (to 0.005), linear or "
-                            "constant (default cosine; the original CIFAR code computes it and never uses it)")
+def add_sparse_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    """The original ``sparselearning.core.add_sparse_args`` flags (generated from
+    :class:`~lotterypools.config.sparse.SparseConfig`), plus switches back to the original's behaviour."""
+    add_config_arguments(parser, {"sparse": "sparse training (sparselearning/core.py)"}, cls=FreeTicketsSettings)
+    add_config_arguments(parser, {"sparse": "sparse training (sparselearning/core.py)"}, cls=SparseConfig,
+                         defaults=defaults)
     original = parser.add_argument_group(
         "dynamic sparse training: the original's behaviour (default in the CIFAR scripts) or ours",
         "A verbatim FreeTickets command trains as the official CIFAR code does: constant --death-rate, momentum "
@@ -85,40 +71,37 @@ def dst_switches(args: argparse.Namespace, original_default: bool) -> dict[str, 
     return values
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, method: str) -> None:
-    """Optimiser, data, model and file flags of the CIFAR FreeTickets scripts."""
-    train = parser.add_argument_group("training")
-    train.add_argument("--model", default="wrn-28-10",
-                       help="any registry model: the original's wrn-28-10 (or wrn-D-W), vgg-c, vgg-d, vgg-like, alexnet-s, "
-                            "alexnet-b, lenet5, lenet300-100, MLPCIFAR10; or resnet20s, vgg16_bn, conv4, ... (default wrn-28-10)")
-    train.add_argument("--data", default="cifar10", help="data set: cifar10, cifar100, fashionmnist or mnist (default cifar10)")
-    train.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
-    train.add_argument("--test-batch-size", type=int, default=100, help="evaluation batch size (default 100)")
-    train.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS[method],
-                       help=f"training epochs (default {DEFAULT_EPOCHS[method]})")
+def add_training_arguments(parser: argparse.ArgumentParser, method: str, script: str) -> None:
+    """Optimiser, data, model and file flags of the CIFAR FreeTickets scripts: IMPConfig's optimiser fields and
+    FreeTicketsSettings' own, with FreeTickets' defaults and the script's original spellings (``--data``, ``--l2``)."""
+    aliases = aliases_of(script)
+    add_config_arguments(parser, {"model": "model", "data": "data set"}, defaults=FREETICKETS_DEFAULTS,
+                         only=("dataset", "seed"), aliases=aliases)
+    add_config_arguments(parser, {"model": "model"}, cls=FreeTicketsSettings, aliases=aliases)
+    add_config_arguments(parser, {"training": "training"}, aliases=aliases,
+                         defaults={**FREETICKETS_DEFAULTS, "epochs": DEFAULT_EPOCHS[method]},
+                         only=("epochs", "batch_size", "lr", "momentum", "weight_decay"))
+    groups = {"evaluation": "evaluation", "schedule": "schedule"}
     if method in ("DST", "individual"):
-        train.add_argument("--multiplier", type=int, default=1,
-                           help="train --epochs x this many epochs; the lr milestones stay at 50%% and 75%% of --epochs, "
-                                "as the original's (default 1)")
-    train.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train.add_argument("--l2", type=float, default=5e-4, help="weight decay (default 5e-4)")
-    train.add_argument("--seed", type=int, default=17, help="random seed (default 17)")
-    train.add_argument("--nolrsche", action="store_true", help="no MultiStepLR: a constant learning rate (EDST: its phase schedule)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue an interrupted run (rerunning the same command also continues it)")
+        groups["multiplier"] = "schedule"
+    if method == "EDST":
+        groups["edst"] = "EDST"
+    if method == "PF":
+        groups["pf"] = "PF"
+    add_config_arguments(parser, groups, cls=FreeTicketsSettings, aliases=aliases)
     files = parser.add_argument_group("files and device")
     files.add_argument("--data_dir", default="../data", help="folder holding (or receiving) the data set (default ../data)")
     files.add_argument("--save_dir", default=None, help="folder for the tickets (default: the original's results/<model>/<data>/... layout)")
     files.add_argument("--no_download", action="store_true", help="never download a missing data set")
     files.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_no_effect_flags(parser, script)
 
 
-def build_parser(method: str, description: str) -> argparse.ArgumentParser:
-    """A parser with every flag of one FreeTickets CIFAR script."""
+def build_parser(method: str, description: str, script: str) -> argparse.ArgumentParser:
+    """A parser with every flag of one FreeTickets CIFAR script (``script``: its command module, for its aliases)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_arguments(parser, method)
-    add_sparse_arguments(parser)
+    add_training_arguments(parser, method, script)
+    add_sparse_arguments(parser, defaults={"sparse_init": "ER"})  # the original CIFAR flag's default
     return parser
 
 
@@ -129,7 +112,7 @@ def density_name(density: float) -> str:
 
 def default_save_dir(args: argparse.Namespace, method: str, density: float) -> Path:
     """The original's result folders (``results/`` under the working directory)."""
-    base = Path("results") / args.model / args.data
+    base = Path("results") / args.model / args.dataset
     if method == "DST":
         return base / density_name(density) / "DST" / f"seed={args.seed}"
     if method == "EDST":
@@ -142,31 +125,22 @@ def default_save_dir(args: argparse.Namespace, method: str, density: float) -> P
 def sparse_config(args: argparse.Namespace, method: str):
     """The :class:`~lotterypools.training.sparse.SparseConfig` of the flags (PF: ``--PF-rate`` sets the density)."""
     from ..core.errors import UserError
-    from ..training.sparse import SparseConfig
 
     density = args.density
     if method == "PF":
         if args.sparse_init not in ("pruning", "resume"):
             raise UserError(f"main_PF.py prunes the pretrained model: use --sparse-init pruning (global magnitude) "
                             f"or resume (keep its zeros), not {args.sparse_init}")
-        if args.PF_rate is not None:
-            if not 0.0 <= args.PF_rate < 1.0:
-                raise UserError(f"--PF-rate {args.PF_rate} is outside [0, 1): it is the fraction of weights pruned")
-            density = 1.0 - args.PF_rate
-    config = SparseConfig(density=density, sparse_init=args.sparse_init, growth=args.growth, death=args.death,
-                          redistribution=args.redistribution, death_rate=args.death_rate,
-                          large_death_rate=args.large_death_rate, update_frequency=args.update_frequency,
-                          decay_schedule=args.decay_schedule, fix=args.fix,
-                          **dst_switches(args, original_default=method in ORIGINAL_CORE_METHODS))
-    config.validate()
+        if args.pf_rate is not None:
+            density = 1.0 - args.pf_rate
+    config = config_from_args(args, cls=SparseConfig, density=density,
+                              **dst_switches(args, original_default=method in ORIGINAL_CORE_METHODS))
     return config
 
 
 def training_plan(args: argparse.Namespace, method: str):
     """The learning rates and ticket phases of the method."""
     from ..tickets.freetickets import REFINE_LRS, edst_plan, single_plan
-
-    from ..core.errors import UserError
 
     if method == "EDST":
         return edst_plan(args.epochs, args.epochs_explo, args.model_num, args.lr,
@@ -175,8 +149,6 @@ def training_plan(args: argparse.Namespace, method: str):
         return single_plan(args.epochs, args.lr, Path(args.pretrain).name, schedule=False)
     ticket = "model.pth" if method == "DST" else f"{args.seed}.pt"
     multiplier = getattr(args, "multiplier", 1)
-    if multiplier < 1:
-        raise UserError(f"--multiplier {multiplier} must be at least 1: it multiplies --epochs")
     return single_plan(args.epochs * multiplier, args.lr, ticket, schedule=not args.nolrsche, milestone_epochs=args.epochs)
 
 
@@ -213,22 +185,23 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
 
     config = sparse_config(args, method)
     plan = training_plan(args, method)
-    spec = freetickets_spec(args.data)  # FreeTickets' own CIFAR-10 pipeline, not the Lottery Pools one
+    say_no_effect(args)
+    spec = freetickets_spec(args.dataset)  # FreeTickets' own CIFAR-10 pipeline, not the Lottery Pools one
     factory = lambda: build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
     factory()  # an unknown --model fails here, before data is read
     if method == "PF" and not args.pretrain:
         raise UserError("main_PF.py needs --pretrain <dense model file> (e.g. from main_individual.py)")
-    start = load_pretrain(args.pretrain, factory, args.model, args.data) if method == "PF" else None
+    start = load_pretrain(args.pretrain, factory, args.model, args.dataset) if method == "PF" else None
     save_dir = Path(args.save_dir) if args.save_dir else default_save_dir(args, method, config.density)
     check_writable_folder(save_dir, "--save_dir")
     device = resolve_device(args.device)
     seed_everything(args.seed)
-    data = replace(load_dataset(args.data, args.data_dir, download=not args.no_download), spec=spec)
-    log(f"{method}: {args.model} on {args.data} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test), "
+    data = replace(load_dataset(args.dataset, args.data_dir, download=not args.no_download), spec=spec)
+    log(f"{method}: {args.model} on {args.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test), "
         f"{'sparse, density ' + format(config.density, 'g') if args.sparse else 'dense'}, {plan.epochs} epochs, "
         f"{len(plan.phases)} phase(s), device {device}; tickets in {save_dir}")
-    run_config = RunConfig(method=method, model=args.model, data=args.data, seed=args.seed, batch_size=args.batch_size,
-                           lr=args.lr, momentum=args.momentum, l2=args.l2, sparse=args.sparse, sparse_config=config,
+    run_config = RunConfig(method=method, model=args.model, data=args.dataset, seed=args.seed, batch_size=args.batch_size,
+                           lr=args.lr, momentum=args.momentum, l2=args.weight_decay, sparse=args.sparse, sparse_config=config,
                            pretrain=str(args.pretrain) if method == "PF" else None)
     train, evaluate, trajectory = cifar_sources(data, args.batch_size, args.test_batch_size, device, args.seed)
     if getattr(args, "select_on_test", False):

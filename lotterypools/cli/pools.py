@@ -50,7 +50,7 @@ def pool_settings(args: argparse.Namespace, ticket_folder: str | os.PathLike, ar
     """The settings that identify this run's records."""
     return PoolSettings(method=args.interpolate_method, search_num=args.search_num,
                         coefficients=tuple(args.interpolation_value_list), ema_value=args.EMA_value,
-                        prune_mode=args.prune_mode, bn_batches=args.bn_batches, bn_batch_size=args.batch_size,
+                        prune_mode=args.prune_mode, bn_batches=args.bn_batches, bn_batch_size=args.bn_batch_size,
                         seed=args.seed, arch=arch, dataset=dataset, ticket_folder=str(Path(ticket_folder).resolve()))
 
 
@@ -72,7 +72,8 @@ def build_evaluator(model: nn.Module, data: DataSplits, device: torch.device, ba
 
 def recorded_settings(args: argparse.Namespace) -> dict:
     """The flags worth storing with a result (plain values only)."""
-    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None), bool))}
+    return {k: v for k, v in vars(args).items()
+            if not k.startswith("_") and isinstance(v, (int, float, str, list, type(None), bool))}
 
 
 def run_pool_job(args: argparse.Namespace, store: TicketStore, evaluator: PoolEvaluator, results: PoolResultsFile,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..config.settings import config_from_args
+from .aliases import say_no_effect
 from ..data.datasets import DataSplits, dataset_spec, load_dataset
 from ..core.device import resolve_device, seed_everything
 from ..core.errors import UserError
@@ -50,6 +51,7 @@ def imp_config(args: argparse.Namespace, **overrides) -> IMPConfig:
     Schedules that would silently not decay (milestones past the last epoch) are said out loud here.
     """
     config = config_from_args(args, **overrides)
+    say_no_effect(args)
     for note in config.schedule_notes():
         print(note, flush=True)
     return config

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .names import LOADERS, PRUNE_TYPES
 from ..core.errors import UserError
@@ -22,33 +22,100 @@ TICKET_POLICIES = ("best_val", "last")
 
 
 def setting(default: Any, help: str, *, flags: tuple[str, ...] = (), group: str = "training",
-            affects_result: bool = True, choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field with its command-line spelling(s), help text and whether it changes the result.
+            affects_result: bool = True, choices: tuple[str, ...] | None = None, minimum: float | None = None,
+            maximum: float | None = None, above: float | None = None, below: float | None = None,
+            positive: bool = False, type: type | None = None, nargs: str | None = None) -> Any:
+    """A dataclass field with its command-line spelling(s), help text, valid range and whether it changes the result.
 
     ``flags`` defaults to ``--<name>``; extra spellings (the originals') are aliases. Settings that do not
     change the result (workers, speed options, the number of rounds still to train) may differ on resume.
+    The range: ``minimum``/``maximum`` are inclusive bounds, ``above``/``below`` exclusive ones, ``positive``
+    means ``above=0``; a list is checked element by element. :func:`add_config_arguments` refuses an
+    out-of-range value while parsing (one line, no traceback), :func:`check_ranges` checks a built config.
+    ``type`` and ``nargs`` are for flags whose default (``None``, a list of numbers) does not show them.
     """
-    meta = {"help": help, "flags": flags, "group": group, "affects_result": affects_result, "choices": choices}
+    meta = {"help": help, "flags": flags, "group": group, "affects_result": affects_result, "choices": choices,
+            "minimum": minimum, "maximum": maximum, "above": 0 if positive and above is None else above,
+            "below": below, "type": type, "nargs": nargs}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _bound(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def range_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``value`` against a field's declared range (``None`` when it is inside or undeclared).
+
+    The wording is the error's tail: ``"--rate 1.5" + " is outside (0, 1)"``.
+    """
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            problem = range_problem(item, meta)
+            if problem:
+                return problem
+        return None
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    low, high = meta.get("minimum"), meta.get("maximum")
+    above, below = meta.get("above"), meta.get("below")
+    inside = ((low is None or value >= low) and (high is None or value <= high)
+              and (above is None or value > above) and (below is None or value < below))
+    if inside:
+        return None
+    if (low is not None or above is not None) and (high is not None or below is not None):
+        left = f"[{_bound(low)}" if low is not None else f"({_bound(above)}"
+        right = f"{_bound(high)}]" if high is not None else f"{_bound(below)})"
+        return f"is outside {left}, {right}: give a value in that range"
+    if above is not None:
+        return "must be positive" if above == 0 else f"must be above {_bound(above)}"
+    if low is not None:
+        return "must be 0 or more" if low == 0 else f"must be at least {_bound(low)}"
+    return f"must be at most {_bound(high)}" if high is not None else f"must be below {_bound(below)}"
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def check_ranges(config: Any, spelling: Mapping[str, str] | None = None) -> None:
+    """One-line :class:`UserError` for the first field of a built config outside its declared range.
+
+    ``spelling`` maps field names to the flag the user typed (default: the field's first flag).
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        problem = range_problem(value, f.metadata)
+        if problem:
+            flag = (spelling or {}).get(f.name) or _flag_of(f)
+            raise UserError(f"{flag} {_shown(value)} {problem}")
+
+
+def _flag_of(f: dataclasses.Field) -> str:
+    flags = f.metadata.get("flags") or (f"--{f.name}",)
+    return next((flag for flag in flags if flag.startswith("--")), flags[0])  # --batch_size rather than -b
 
 
 @dataclass
 class IMPConfig:
     """Everything that decides an IMP run's result (defaults: ``CIFAR/main_imp.py``, i.e. the original's flags)."""
 
-    arch: str = setting("resnet20s", "architecture", group="model")
-    dataset: str = setting("cifar10", "data set", group="data")
-    epochs: int = setting(182, "training epochs (per IMP round)")
+    arch: str = setting("resnet20s", "architecture: resnet18, resnet50, resnet20s, resnet44s, resnet56s, vgg16_bn, "
+                                      "conv2, conv4, conv6; the PrAC names res18, res50, res20s, res56s are aliases",
+                         group="model")
+    dataset: str = setting("cifar10", "data set: cifar10, cifar100, fashionmnist or mnist", group="data")
+    epochs: int = setting(182, "training epochs (per IMP round; of the whole run in FreeTickets)", minimum=1)
     batch_size: int = setting(128, "global batch size: the images of one optimiser step, split evenly over the "
-                                   "processes when there are several", flags=("-b", "--batch_size"))
-    lr: float = setting(0.1, "initial (peak) learning rate")
-    momentum: float = setting(0.9, "SGD momentum")
-    weight_decay: float = setting(1e-4, "weight decay")
+                                   "processes when there are several", flags=("-b", "--batch_size"),
+                                   minimum=1)
+    lr: float = setting(0.1, "initial (peak) learning rate", positive=True)
+    momentum: float = setting(0.9, "SGD momentum", minimum=0)
+    weight_decay: float = setting(1e-4, "weight decay", minimum=0)
     milestones: list[int] = setting([91, 136], "comma-separated epochs at which the lr is divided by 10",
-                                    flags=("--decreasing_lr", "--milestones"))
-    warmup: int = setting(0, "epochs of linear learning-rate warm-up")
+                                    flags=("--decreasing_lr", "--milestones"), minimum=1)
+    warmup: int = setting(0, "epochs of linear learning-rate warm-up", minimum=0)
     seed: int = setting(1, "random seed (the paper's CIFAR runs use 41)", group="model")
     amp: bool = setting(False, "bf16 autocast for training and evaluation (--fp16 is the same)",
                         flags=("--amp", "--fp16"))
@@ -59,14 +126,16 @@ class IMPConfig:
                                       "PIL images through torchvision transforms and a DataLoader with --workers, as "
                                       "the original", choices=LOADERS)
     workers: int = setting(2, "data-loading worker processes (per process)", flags=("-j", "--workers"),
-                           affects_result=False)
+                           affects_result=False, minimum=0)
     pruning_times: int = setting(16, "number of trained networks: the dense one plus pruning_times-1 pruned ones",
-                                 group="pruning", affects_result=False)
-    rate: float = setting(0.2, "fraction of the remaining weights pruned per round", group="pruning")
+                                 group="pruning", affects_result=False, minimum=1)
+    rate: float = setting(0.2, "fraction of the remaining weights pruned per round", group="pruning",
+                        above=0, below=1)
     prune_type: str = setting("lt", "lt: rewind to initialisation; rewind_lt: to epoch --rewind_epoch (weights and "
                                     "lr schedule); pt: to the best dense weights", group="pruning", choices=PRUNE_TYPES)
     random_prune: bool = setting(False, "prune at random instead of by magnitude", group="pruning")
-    rewind_epoch: int = setting(3, "epoch to rewind weights and lr schedule to, for rewind_lt", group="pruning")
+    rewind_epoch: int = setting(3, "epoch to rewind weights and lr schedule to, for rewind_lt (a count of "
+                                   "epochs: 3 = after 3 epochs)", group="pruning", minimum=0)
     include_linear: bool = setting(False, "prune linear layers too, not only conv layers", group="pruning")
     ticket: str = setting("best_val", "which epoch's weights are a round's ticket: best_val (the best validation "
                                       "accuracy, the original's) or last (OpenLTH's)", group="pruning",
@@ -77,33 +146,15 @@ class IMPConfig:
 
         ``world_size`` is the number of training processes: the global batch must divide evenly over them.
         """
-        if self.batch_size < 1:
-            raise UserError(f"--batch_size {self.batch_size} must be at least 1")
+        check_ranges(self)
         if self.batch_size % world_size:
             raise UserError(f"--batch_size {self.batch_size} is the global batch: it must divide evenly over "
                             f"{world_size} processes")
-        if not self.lr > 0:
-            raise UserError(f"--lr {self.lr} must be positive")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise UserError(f"--momentum {self.momentum} and --weight_decay {self.weight_decay} must not be negative")
-        if self.warmup < 0:
-            raise UserError(f"--warmup {self.warmup} must be 0 or more epochs")
-        if self.epochs < 1:
-            raise UserError(f"--epochs {self.epochs} must be at least 1")
-        if self.workers < 0:
-            raise UserError(f"--workers {self.workers} must be 0 or more")
-        if any(m < 1 for m in self.milestones):
-            raise UserError(f"--decreasing_lr {','.join(map(str, self.milestones))}: epochs must be at least 1")
-        if not 0.0 < self.rate < 1.0:
-            raise UserError(f"--rate {self.rate} is outside (0, 1): it is the fraction of remaining weights pruned "
-                            f"per round")
         for name, allowed in (("prune_type", PRUNE_TYPES), ("ticket", TICKET_POLICIES), ("loader", LOADERS)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"unknown --{name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
         if self.prune_type == "rewind_lt" and not 0 <= self.rewind_epoch < self.epochs:
             raise UserError(f"--rewind_epoch {self.rewind_epoch} must be at least 0 and below --epochs {self.epochs}")
-        if self.pruning_times < 1:
-            raise UserError(f"--pruning_times {self.pruning_times} must be at least 1 (the dense round)")
 
     def schedule_notes(self) -> list[str]:
         """Settings that work together but probably not as meant, said out loud before training (not refused)."""
@@ -153,48 +204,95 @@ def parse_epoch_list(text: str, flag: str = "--decreasing_lr") -> list[int]:
         raise UserError(f"{flag} {text!r} must be comma-separated epochs, e.g. 91,136") from None
 
 
+class _CheckedStore(argparse.Action):
+    """Stores a flag's value after checking it against the field's declared range: an out-of-range value is a
+    one-line :class:`UserError` while parsing, before any work (``cli_entry`` prints it, exit code 2)."""
+
+    def __init__(self, option_strings: list[str], dest: str, bounds: Mapping[str, Any] | None = None, **kwargs: Any):
+        super().__init__(option_strings, dest, **kwargs)
+        self.bounds = bounds or {}
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        problem = range_problem(values, self.bounds)
+        if problem:
+            raise UserError(f"{option_string or self.dest} {_shown(values)} {problem}")
+        setattr(namespace, self.dest, values)
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    """The declared range for the help text (``""`` when none)."""
+    low, high, above, below = (meta.get(k) for k in ("minimum", "maximum", "above", "below"))
+    if low is None and high is None and above is None and below is None:
+        return ""
+    if (low is not None or above is not None) and (high is not None or below is not None):
+        left = f"[{_bound(low)}" if low is not None else f"({_bound(above)}"
+        right = f"{_bound(high)}]" if high is not None else f"{_bound(below)})"
+        return f"in {left}, {right}"
+    if above is not None:
+        return f"> {_bound(above)}"
+    if low is not None:
+        return f">= {_bound(low)}"
+    return f"<= {_bound(high)}" if high is not None else f"< {_bound(below)}"
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, groups: Mapping[str, str], *,
                          defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = (),
-                         cls: type = IMPConfig) -> None:
+                         cls: type = IMPConfig, aliases: Mapping[str, Sequence[str]] | None = None,
+                         only: Iterable[str] | None = None) -> None:
     """Add one argparse group per entry of ``groups`` (config group -> title) with the fields' flags.
 
-    ``defaults`` overrides field defaults for this script; help texts show the default in force.
+    ``defaults`` overrides field defaults for this script; help texts show the default in force and the valid
+    range, and a value outside the range is refused while parsing. ``aliases`` (field -> extra spellings) is the
+    script's alias table (:mod:`lotterypools.cli.aliases`): the original's spelling of a flag in this script
+    only. ``only`` keeps just the named fields of the groups.
     """
-    defaults, skip = dict(defaults or {}), set(skip)
+    defaults, skip, aliases = dict(defaults or {}), set(skip), dict(aliases or {})
+    wanted = None if only is None else set(only)
     for group_name, title in groups.items():
         group = parser.add_argument_group(title)
         for f in config_fields(cls, [group_name]):
-            if f.name in skip:
+            if f.name in skip or (wanted is not None and f.name not in wanted):
                 continue
             default = defaults.get(f.name, _default_of(f))
-            flags = f.metadata["flags"] or (f"--{f.name}",)
-            shown = "" if default is False else f" (default {_describe(default)})"  # store_true flags: off
-            help_text = f"{f.metadata['help']}{shown}"
+            extra = tuple(aliases.get(f.name, ()))
+            flags = (*(f.metadata["flags"] or (f"--{f.name}",)), *extra)
+            limits = _range_text(f.metadata)
+            shown = "" if default is False or default is None else f" (default {_describe(default)})"
+            also = f"; {', '.join(extra)} is this script's spelling (the original's)" if extra else ""
+            # argparse formats help with %: escape it once (a help already written with %% stays as it is)
+            help_text = f"{f.metadata['help']}{shown}{'; valid ' + limits if limits else ''}{also}".replace("%%", "%").replace("%", "%%")
             if isinstance(default, bool):  # a flag that is on by default can be turned off: --no-<name>
                 action = argparse.BooleanOptionalAction if default else "store_true"
                 group.add_argument(*flags, dest=f.name, action=action, default=default, help=help_text)
+            elif f.metadata.get("nargs"):
+                group.add_argument(*flags, dest=f.name, type=f.metadata["type"] or type(default[0]), default=default,
+                                   nargs=f.metadata["nargs"], choices=f.metadata["choices"], help=help_text,
+                                   action=_CheckedStore, bounds=f.metadata)
             elif isinstance(default, list):
                 group.add_argument(*flags, dest=f.name, default=_describe(default), help=help_text)
             else:
-                group.add_argument(*flags, dest=f.name, type=type(default), default=default,
-                                   choices=f.metadata["choices"], help=help_text)
+                group.add_argument(*flags, dest=f.name, type=f.metadata.get("type") or type(default), default=default,
+                                   choices=f.metadata["choices"], help=help_text, action=_CheckedStore,
+                                   bounds=f.metadata)
 
 
 def config_from_args(args: argparse.Namespace, cls: type = IMPConfig, defaults: Mapping[str, Any] | None = None,
                      **overrides: Any) -> Any:
     """A validated config from parsed flags; ``overrides`` win, fields absent from ``args`` take ``defaults``
-    (the script's) or the dataclass's."""
+    (the script's) or the dataclass's. The declared ranges are checked, then the class's ``validate()`` if any."""
     values: dict[str, Any] = dict(defaults or {})
     for f in dataclasses.fields(cls):
         if f.name in overrides:
             values[f.name] = overrides[f.name]
         elif hasattr(args, f.name):
             value = getattr(args, f.name)
-            if f.type in ("list[int]", list) or isinstance(_default_of(f), list):
+            if f.type in ("list[int]", list) or (isinstance(_default_of(f), list) and not f.metadata.get("nargs")):
                 value = parse_epoch_list(value, f.metadata["flags"][0] if f.metadata["flags"] else f"--{f.name}")
             values[f.name] = value
     config = cls(**values)
-    config.validate()
+    check_ranges(config)
+    if hasattr(config, "validate"):
+        config.validate()
     return config
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..config.names import POOL_METHODS as METHODS
+from ..config.pools import PoolSearchSettings
+from ..config.settings import check_ranges
 from ..formats import paths
 from ..formats.original import round_checkpoint_dict
 from ..core.torchfiles import atomic_save
@@ -30,19 +32,11 @@ ExtraMetrics = Callable[[dict], dict]
 
 
 def check_pool_settings(search_num: int, coefficients: Sequence[float], ema_value: float, bn_batches: int = 0) -> None:
-    """One-line errors for settings the search cannot use."""
-    if bn_batches < 0:
-        raise UserError(f"--bn_batches {bn_batches} is negative: give 0 for a full pass over the training split, "
-                        f"or the number of fixed batches (e.g. 20)")
-    if search_num < 1:
-        raise UserError(f"--search_num {search_num} must be at least 1 (it counts the target ticket itself)")
+    """One-line errors for settings the search cannot use (the ranges declared on :class:`PoolSearchSettings`)."""
     if not coefficients:
         raise UserError("--interpolation_value_list is empty: give at least one coefficient in [0, 1]")
-    bad = [c for c in coefficients if not 0.0 <= c <= 1.0]
-    if bad:
-        raise UserError(f"--interpolation_value_list values {bad} are outside [0, 1]")
-    if not 0.0 <= ema_value <= 1.0:
-        raise UserError(f"--EMA_value {ema_value} is outside [0, 1]")
+    check_ranges(PoolSearchSettings(search_num=search_num, interpolation_value_list=list(coefficients),
+                                    EMA_value=ema_value, bn_batches=bn_batches))
 
 
 def check_targets(targets: Sequence[int] | None, rounds: Sequence[int], folder: object) -> list[int]:

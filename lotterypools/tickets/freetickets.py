@@ -26,7 +26,8 @@ from ..core.torchfiles import check_compatible
 from ..formats.freetickets import PROGRESS_KEYS, FreeTicketsLayout
 from ..training.engine import Evaluator, IMPEngine, RoundContext, RoundPlan, RoundPolicy, TrainData
 from ..training.loop import TrainingHook
-from ..training.sparse import MaskedWeights, MaskUpdater, SparseConfig, initial_masks
+from ..config.sparse import FREETICKETS_DEFAULTS, SparseConfig
+from ..training.sparse import MaskedWeights, MaskUpdater, initial_masks
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -141,11 +142,11 @@ class RunConfig:
     method: str
     model: str
     data: str
-    seed: int = 17
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    l2: float = 5e-4
+    seed: int = FREETICKETS_DEFAULTS["seed"]
+    batch_size: int = FREETICKETS_DEFAULTS["batch_size"]
+    lr: float = FREETICKETS_DEFAULTS["lr"]
+    momentum: float = FREETICKETS_DEFAULTS["momentum"]
+    l2: float = FREETICKETS_DEFAULTS["weight_decay"]  # the stored name (run folders keep it); the flag is --weight_decay
     sparse: bool = True
     sparse_config: SparseConfig = field(default_factory=SparseConfig)
     plan: dict = field(default_factory=dict)

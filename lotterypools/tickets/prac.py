@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config.prac import DATA_PRUNE_RULES, PrACSettings
 from ..core.errors import UserError
 from ..training.masks import prunable_modules
 from ..training.loop import TrainingHook, predict
@@ -32,7 +33,6 @@ from ..core.types import Batches, Masks
 
 # The original's count for a sample never classified correctly: above any threshold, so always selected.
 NEVER_LEARNED = 200_000
-DATA_PRUNE_RULES = ("zero_out", "constent")
 
 
 # ---------------------------------------------------------------- critical examples for training (CET)
@@ -209,19 +209,9 @@ class MaskDistanceStop(TrainingHook):
 
 # ---------------------------------------------------------------- inputs
 def validate_prac_settings(eb_eps: float, queue_length: int, threshold: int, data_prune: str, data_rate: float) -> None:
-    """One-line errors for PrAC flags that cannot work."""
-    if not 0.0 < eb_eps < 1.0:
-        raise UserError(f"--eb_eps {eb_eps} is outside (0, 1): it is the mask distance (a fraction of the remaining "
-                        f"weights) below which training stops; the original uses 0.08")
-    if queue_length < 1:
-        raise UserError(f"--queue_length {queue_length} must be at least 1 (the number of epochs the distance must stay below --eb_eps)")
-    if threshold < 0:
-        raise UserError(f"--threshold {threshold} is negative: it is the number of forgetting events a sample must "
-                        f"exceed to be kept (0 keeps every sample forgotten once or never learned)")
-    if data_prune not in DATA_PRUNE_RULES:
-        raise UserError(f"unknown --data_prune {data_prune!r}: choose one of {', '.join(DATA_PRUNE_RULES)}")
-    if not 0.0 <= data_rate < 1.0:
-        raise UserError(f"--data_rate {data_rate} is outside [0, 1): it is the fraction of data dropped per round by --data_prune constent")
+    """One-line errors for PrAC flags that cannot work (the ranges declared on :class:`PrACSettings`)."""
+    PrACSettings(eb_eps=eb_eps, queue_length=queue_length, data_prune=data_prune, threshold=threshold,
+                 data_rate=data_rate).validate()
 
 
 def read_split_file(path: str | Path, total_images: int, train_number: int) -> torch.Tensor:

@@ -13,38 +13,24 @@ carries the original's PrAC keys (``sequence``, ``prediction``, ``remain_para``,
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ..config.prac import PRAC_PRUNE_TYPES, PrACSettings
 from ..data.datasets import BatchSource, DataSplits
 from ..training.engine import RoundContext, RoundPlan, RoundPolicy
 from ..core.errors import UserError
 from .imp import IMPConfig, IMPRun
 from .prac import (MaskDistanceStop, critical_for_pruning, critical_for_training, forgetting_counts, next_subset,
-                   remaining_weights, scaled_schedule, validate_prac_settings)
+                   remaining_weights, scaled_schedule)
 from ..core.records import read_json, write_json
 from ..training.loop import CorrectnessRecorder
 
-PRAC_PRUNE_TYPES = ("lt", "rewind_lt")
 PRAC_KEYS = ("sequence", "prediction", "remain_para", "distance_queue", "last_mask", "start_record")
-
-
-@dataclass
-class PrACSettings:
-    """The data-selection and early-stop settings of PrAC (the original's flags and defaults)."""
-
-    eb_eps: float = 0.08
-    queue_length: int = 5
-    data_prune: str = "zero_out"
-    threshold: int = 0
-    data_rate: float = 0.2
-
-    def validate(self) -> None:
-        validate_prac_settings(self.eb_eps, self.queue_length, self.threshold, self.data_prune, self.data_rate)
 
 
 def sets_file(save_dir: Path) -> Path:

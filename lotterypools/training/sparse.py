@@ -12,7 +12,6 @@ with exact counts; PF's masks come from one global magnitude prune (:func:`globa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import torch
@@ -20,69 +19,14 @@ import torch.distributed as dist
 from torch import nn
 
 from ..core.device import to_device_async
+from ..config.sparse import SparseConfig, check_density
 from ..core.errors import UserError
 from .masks import magnitude_masks
 from .loop import Step, TrainingHook
 
-SPARSE_INITS = ("ERK", "ER", "uniform", "pruning", "resume")
-GROWTH_MODES = ("gradient", "random")
-DEATH_MODES = ("magnitude",)
-REDISTRIBUTIONS = ("none",)
-# The original's other names: accepted by its parser but not implemented here (its CIFAR core ignores redistribution).
-UNIMPLEMENTED = {"growth": ("momentum", "momentum_neuron"), "death": ("SET", "threshold", "Taylor_FO"),
-                 "redistribution": ("momentum", "magnitude", "nonzeros")}
-DECAY_SCHEDULES = ("cosine", "linear", "constant")
 DEATH_RATE_FLOOR = 0.005  # the original CosineDecay's eta_min
 
 SparseMasks = dict[str, torch.Tensor]
-
-
-@dataclass
-class SparseConfig:
-    """The original's sparse-training flags (``sparselearning/core.py``) and the switches back to its behaviour."""
-
-    density: float = 0.05
-    sparse_init: str = "ERK"
-    growth: str = "random"
-    death: str = "magnitude"
-    redistribution: str = "none"
-    death_rate: float = 0.5
-    large_death_rate: float = 0.8
-    update_frequency: int = 1000
-    decay_schedule: str = "cosine"
-    fix: bool = False
-    constant_death_rate: bool = False
-    stale_momentum: bool = False
-    reset_dense_layers: bool = False
-
-    def validate(self) -> None:
-        """One-line errors for unknown modes and rates outside their range."""
-        _check_choice("--sparse-init", self.sparse_init, SPARSE_INITS)
-        _check_choice("--growth", self.growth, GROWTH_MODES, UNIMPLEMENTED["growth"])
-        _check_choice("--death", self.death, DEATH_MODES, UNIMPLEMENTED["death"])
-        _check_choice("--redistribution", self.redistribution, REDISTRIBUTIONS, UNIMPLEMENTED["redistribution"])
-        _check_choice("--decay-schedule", self.decay_schedule, DECAY_SCHEDULES)
-        check_density(self.density)
-        for flag, rate in (("--death-rate", self.death_rate), ("--large-death-rate", self.large_death_rate)):
-            if not 0.0 <= rate < 1.0:
-                raise UserError(f"{flag} {rate} is outside [0, 1): it is the fraction of each layer's active weights replaced")
-        if self.update_frequency < 1:
-            raise UserError(f"--update-frequency {self.update_frequency} must be at least 1 (optimiser steps between mask updates)")
-
-
-def _check_choice(flag: str, value: str, known: Sequence[str], unimplemented: Sequence[str] = ()) -> None:
-    if value in known:
-        return
-    if value in unimplemented:
-        raise UserError(f"{flag} {value} is not implemented here (the original CIFAR code accepts it); use "
-                        f"{' or '.join(known)}")
-    raise UserError(f"unknown {flag} {value!r}: choose one of {', '.join(known)}")
-
-
-def check_density(density: float) -> None:
-    """One-line error unless ``density`` is in (0, 1]."""
-    if not 0.0 < density <= 1.0:
-        raise UserError(f"--density {density} is outside (0, 1]: it is the fraction of conv and linear weights kept")
 
 
 # ---------------------------------------------------------------------------------------------- allocation

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ...core.errors import NOTHING_TO_RESUME, UserError, cli_entry
+from ...config.commands import ReportSettings
+from ...config.settings import add_config_arguments
+from ...core.errors import NOTHING_TO_RESUME, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run folders (or their pools_results.json) of one experiment, one per seed")
     parser.add_argument("--out", required=True, help="folder for the tables, aggregate.json and the plots")
     parser.add_argument("--title", default=None, help="plot title (default: model and data set in words, and the number of seeds)")
-    parser.add_argument("--digits", type=int, default=2, help="decimals in the Markdown tables (default 2)")
+    add_config_arguments(parser, {"report": "tables"}, cls=ReportSettings)
     parser.add_argument("--only", action="append", default=[], metavar="FIELD=VALUE",
                         help="keep one method or settings group of folders that hold several, e.g. "
                              "--only method=Lottery_pools or --only search_num=50 (repeatable; ticket rows are kept)")
@@ -41,8 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     from ...experiments.report import write_report
 
     out = Path(args.out)
-    if not 0 <= args.digits <= 10:
-        raise UserError(f"--digits {args.digits} must be 0 to 10 (decimals in the Markdown tables)")
     only = parse_only(args.only)
     runs = [read_run_folder(folder, only) for folder in args.run_folders]  # every file checked before any work
     check_combinable(runs)  # refused folders leave no --out folder behind

@@ -16,7 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..aliases import aliases_of
 from ..flags import add_data_arguments, add_model_arguments, add_ood_arguments
+from ...config.pools import AnalysisSettings, PoolSearchSettings
+from ...config.settings import add_config_arguments
 from ...core.errors import NOTHING_TO_RESUME, cli_entry
 from ...core.files import check_writable_folder
 
@@ -34,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
         add_model_arguments(sub)
         sub.add_argument("--checkpoint", required=True, help="the IMP run folder holding '<k>model_SA_best.pth.tar' tickets")
         sub.add_argument("--save_dir", default=None, help="where results go (default: the --checkpoint folder)")
-        sub.add_argument("--batch_size", type=int, default=128, help="batch size of BN recalibration (default 128)")
         if name in ("ood", "ensemble"):
             sub.add_argument("--pooled", default=None,
                              help="a folder of pooled tickets written by Lottery_pools.py --save_pooled "
@@ -42,12 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ood":
             add_ood_arguments(sub, required=True)
         if name == "ensemble":
-            sub.add_argument("--k", type=int, default=2,
-                             help="number of nearest tickets joining each target (default 2: the paper's 3-model ensemble)")
-            sub.add_argument("--targets", type=int, nargs="+", default=None, help="only these target rounds (default all)")
-        if name == "pairwise":
-            sub.add_argument("--bn_batches", type=int, default=0,
-                             help="recompute BN on this many fixed training batches (default 0: the full training split)")
+            add_config_arguments(sub, {"ensemble": "ensemble"}, cls=AnalysisSettings)
+            add_config_arguments(sub, {"targets": "targets"}, cls=PoolSearchSettings)
+        if name == "pairwise":  # the only subcommand that recomputes BN
+            add_config_arguments(sub, {"bn": "BN recalibration"}, cls=PoolSearchSettings,
+                                 aliases=aliases_of("analyze_tickets"))
     return parser
 
 
@@ -57,7 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     from ..analysis import run_command
     from ...formats.original import ticket_files
 
-    ticket_files(args.checkpoint)  # a wrong ticket folder is reported before an output folder is made
+    files = ticket_files(args.checkpoint)  # a wrong ticket folder is reported before an output folder is made
+    if getattr(args, "targets", None) is not None:
+        from ...pools.run import check_targets
+
+        check_targets(args.targets, [f.round for f in files], args.checkpoint)
     from ...data.datasets import dataset_spec
     from ...core.provenance import check_tickets_match
 

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..aliases import add_no_effect_flags, aliases_of
+from ...config.pools import AnalysisSettings
+from ...config.settings import add_config_arguments
+from ...config.sparse import FreeTicketsSettings
 from ...core.errors import NOTHING_TO_RESUME, UserError, cli_entry
 
 MODES = ("predict", "disagreement", "calibration", "KD", "tsne")
@@ -21,23 +25,24 @@ MODES = ("predict", "disagreement", "calibration", "KD", "tsne")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    aliases = aliases_of("ensemble_freetickets")
     parser.add_argument("--mode", default="predict", help=f"{', '.join(MODES)} (default predict)")
-    parser.add_argument("--resume", required=True, help="folder holding the tickets (model_0.pth, ...; or DST's seed=N/ runs)")
-    parser.add_argument("--dataset", "--data", dest="dataset", default="cifar10",
-                        help="cifar10, cifar100, fashionmnist or mnist (default cifar10; --data is the same flag)")
-    parser.add_argument("--model", default="wrn-28-10", help="the tickets' model (default wrn-28-10)")
-    parser.add_argument("--density", type=float, default=None,
-                        help="check that every ticket has this density (default: only that all tickets share one)")
-    parser.add_argument("--test-batch-size", type=int, default=128, help="evaluation batch size (default 128)")
-    parser.add_argument("--batch-size", type=int, default=128, help="accepted for compatibility; unused")
+    parser.add_argument("--tickets_dir", *aliases["tickets_dir"], dest="tickets_dir", required=True,
+                        help="folder holding the tickets (model_0.pth, ...; or DST's seed=N/ runs); --resume is this "
+                             "script's spelling (the original's)")
+    add_config_arguments(parser, {"data": "data set and model"}, only=("dataset",), aliases=aliases)
+    add_config_arguments(parser, {"model": "data set and model"}, cls=FreeTicketsSettings)
+    add_config_arguments(parser, {"freetickets": "checks"}, cls=AnalysisSettings)
+    add_config_arguments(parser, {"evaluation": "evaluation"}, cls=FreeTicketsSettings, defaults={"test_batch_size": 128})
     parser.add_argument("--statistics", default="original",
                         help="original: the numbers as the original prints them (population std over members, mean "
                              "disagreement over the pairs that disagree, unfloored log-probabilities, 14 ECE bins); ours: "
                              "sample std, every pair, probabilities floored at 1e-12, 15 bins (default original)")
-    parser.add_argument("--seed", type=int, default=18, help="random seed of the t-SNE layout (default 18)")
+    add_config_arguments(parser, {"model": "t-SNE"}, defaults={"seed": 18}, only=("seed",))
     parser.add_argument("--data_dir", default="../data", help="folder holding the data set (default ../data)")
     parser.add_argument("--no_download", action="store_true", help="never download a missing data set")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_no_effect_flags(parser, "ensemble_freetickets")
     return parser
 
 
@@ -57,9 +62,9 @@ def main(argv=None) -> dict:
 
     from ...core.files import check_writable_folder
 
-    folder = Path(args.resume)
+    folder = Path(args.tickets_dir)
     if folder.is_dir():  # the results go into the tickets' folder: refuse an unwritable one before the work
-        check_writable_folder(folder, "--resume", create=False)
+        check_writable_folder(folder, "--tickets_dir", create=False)
     result = run_tsne(args, folder) if args.mode == "tsne" else run_on_tickets(args, folder)
     results_path = folder / "ensemble_results.json"
     write_json(results_path, {**read_json(results_path, default={}), args.mode: result})

@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from ...core.errors import RERUN_CONTINUES, UserError, cli_entry
+from ...config.commands import ExperimentRun
+from ...config.settings import add_config_arguments
+from ...core.errors import RERUN_CONTINUES, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="the experiment's TOML spec (see experiments/*.toml)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="independent jobs (seeds, pool methods) run at once (default 1)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads per job (OMP_NUM_THREADS; default: 1 when --jobs > 1, else torch's own)")
+    add_config_arguments(parser, {"run": "jobs"}, cls=ExperimentRun)
     parser.add_argument("--print_commands", action="store_true",
                         help="print every job's command line (one per line, in an order that respects their "
                              "dependencies) and exit, e.g. to submit them to a cluster scheduler")
@@ -42,10 +41,6 @@ def command_parser(module: str) -> argparse.ArgumentParser:
 @cli_entry(interrupted=RERUN_CONTINUES)
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.jobs < 1:
-        raise UserError(f"--jobs {args.jobs} must be at least 1 (the number of jobs run at once)")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads {args.threads} must be at least 1 (CPU threads per job)")
     from ...core.console import log
     from ...experiments import plan_jobs, report_experiment
     from ...experiments.plan import check_jobs, python_executable

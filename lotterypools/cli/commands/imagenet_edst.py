@@ -15,46 +15,40 @@ from __future__ import annotations
 
 import argparse
 
+from ..aliases import add_no_effect_flags, aliases_of, say_no_effect
 from ..flags import add_imagenet_arguments
-from ...core.errors import RERUN_CONTINUES, UserError, cli_entry
+from ...config.settings import add_config_arguments
+from ...config.sparse import IMAGENET_EDST_DEFAULTS, FreeTicketsSettings
+from ...core.errors import RERUN_CONTINUES, cli_entry
 from ..freetickets import add_sparse_arguments, sparse_config
 
 # The original's ImageNet --arch names -> the registry's ImageNet ResNets.
 ARCH_ALIASES = {"resnet18": "imagenet_resnet_18", "resnet34": "imagenet_resnet_34", "resnet50": "imagenet_resnet_50"}
-INIT_CONFIGS = ("classic", "fanin")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_imagenet_arguments(parser, default_seed=17)
+    add_imagenet_arguments(parser, default_seed=IMAGENET_EDST_DEFAULTS["seed"])
     parser.add_argument("--save_dir", default="save",
                         help="folder for the tickets checkpoint-<k>.pth.tar (default save, as the original)")
-    train = parser.add_argument_group("training (the original ImageNet/main.py's flags)")
-    train.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
-                       help="batch size per process (default 64)")
-    train.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=1e-4,
-                       help="weight decay, not applied to BN parameters and biases (default 1e-4)")
-    train.add_argument("--epochs", type=int, default=310, help="total epochs (default 310)")
-    train.add_argument("--warmup", type=int, default=5, help="epochs of linear learning-rate warm-up (default 5)")
-    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the loss (default 0)")
-    train.add_argument("--multiplier", type=int, default=1, help="multiplies every epoch count (default 1)")
-    train.add_argument("-c", "--model-config", default="classic",
-                       help="classic: the model's own initialisation; fanin: Kaiming-normal (fan-in) conv and linear weights (default classic)")
-    train.add_argument("--epochs-explo", type=int, default=100, help="epochs of the exploration phase (default 100)")
-    train.add_argument("--epochs-refine", type=int, default=70, help="epochs of each refine phase (default 70)")
+    aliases = aliases_of("imagenet_edst")
+    add_config_arguments(parser, {"training": "training (the original ImageNet/main.py's flags)"},
+                         defaults=IMAGENET_EDST_DEFAULTS, aliases=aliases,
+                         only=("lr", "momentum", "weight_decay", "epochs", "warmup"))
+    add_config_arguments(parser, {"imagenet": "training (the original ImageNet/main.py's flags)",
+                                  "multiplier": "training (the original ImageNet/main.py's flags)"},
+                         cls=FreeTicketsSettings, aliases=aliases,
+                         defaults={"epochs_explo": 100})
+    add_config_arguments(parser, {"edst": "EDST phases"}, cls=FreeTicketsSettings, defaults={"epochs_explo": 100},
+                         only=("epochs_explo",))
     add_sparse_arguments(parser)
+    add_no_effect_flags(parser, "imagenet_edst")
     return parser
 
 
 @cli_entry(interrupted=RERUN_CONTINUES)  # main.py has no --resume: rerunning continues
 def main(argv=None) -> list[dict]:
     args = build_parser().parse_args(argv)
-    if args.model_config not in INIT_CONFIGS:
-        raise UserError(f"unknown -c/--model-config {args.model_config!r}: choose one of {', '.join(INIT_CONFIGS)}")
-    if args.batch_size < 1 or args.multiplier < 1:
-        raise UserError("-b and --multiplier must be at least 1")
     from pathlib import Path
 
     from ...training.distributed import close_distributed
@@ -65,6 +59,7 @@ def main(argv=None) -> list[dict]:
     from ...core.console import log, progress_wanted
 
     config = sparse_config(args, "ImageNet")
+    say_no_effect(args)
     m = args.multiplier
     plan = imagenet_plan(args.epochs * m, args.epochs_explo * m, args.epochs_refine * m, args.lr, args.warmup * m)
     args.arch = ARCH_ALIASES.get(args.arch, args.arch)
@@ -72,9 +67,9 @@ def main(argv=None) -> list[dict]:
     context = start_processes(args)
     data = load_imagefolder_data(args, context)
     factory = initialised(imagenet_model_factory(args, data.num_classes), args.model_config)
-    train = ShardedTrainData(data.train, args.batch_size * context.world_size, args.workers, context, args.seed)
+    train = ShardedTrainData(data.train, args.per_process_batch * context.world_size, args.workers, context, args.seed)
     run_config = RunConfig(method="EDST-ImageNet", model=args.arch, data="imagenet", seed=args.seed,
-                           batch_size=args.batch_size * context.world_size, lr=args.lr, momentum=args.momentum,
+                           batch_size=args.per_process_batch * context.world_size, lr=args.lr, momentum=args.momentum,
                            l2=args.weight_decay, sparse=True, sparse_config=config,
                            label_smoothing=args.label_smoothing, norm_weight_decay=False)
     if context.is_main:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..aliases import add_no_effect_flags, say_no_effect
 from ..flags import add_imagenet_arguments, add_pruning_arguments, add_training_arguments
 from ...config.settings import OPENLTH_IMAGENET_DEFAULTS
 from ...core.errors import RERUN_CONTINUES, UserError, cli_entry
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--levels", type=int, default=levels,
                         help=f"last pruning level: levels 0 (dense) .. LEVELS are trained (default {levels}: "
                              f"{levels + 1} tickets)")
+    add_no_effect_flags(parser, "imagenet_imp")
     return parser
 
 
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.levels < 0:
         raise UserError(f"--levels {args.levels} must be 0 (the dense network only) or more")
     config = config_from_args(args, defaults=OPENLTH_IMAGENET_DEFAULTS, pruning_times=args.levels + 1)
+    say_no_effect(args)
     # every process checks, before any joins the group: a refusal on one rank must not leave the others waiting
     check_writable_folder(Path(args.save_dir), "--save_dir", create=False)
     context = start_processes(args)

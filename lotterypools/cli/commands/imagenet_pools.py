@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..aliases import add_no_effect_flags, say_no_effect
 from ..flags import add_imagenet_arguments, add_pool_arguments
 from ...core.errors import POOLS_RERUN, UserError, cli_entry
 
@@ -27,11 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ticket_dir", "--save_dir", dest="ticket_dir", required=True,
                         help="input: the OpenLTH run folder holding level_<k>/main/ (--save_dir is the original's "
                              "spelling)")
-    add_pool_arguments(parser)
-    parser.set_defaults(search_num=11)
-    parser.add_argument("-b", "--batch_size", type=int, default=256,
-                        help="images per batch for BN recalibration, whatever the number of processes (whole "
-                             "batches are dealt to them), and per evaluation batch (default 256)")
+    # whole BN batches are dealt to the processes; the pool holds all 11 OpenLTH levels by default
+    add_pool_arguments(parser, "imagenet_pools", defaults={"bn_batch_size": 256, "search_num": 11})
+    add_no_effect_flags(parser, "imagenet_pools")
     parser.add_argument("--results_dir", default=None, help="output: where results go (default: --ticket_dir)")
     parser.add_argument("--parallel", default="data", choices=("data", "targets"),
                         help="with several processes: data (every process shares every trial's batches; default) or "
@@ -53,9 +52,9 @@ def build_evaluator(args: argparse.Namespace, data, model, context):
         context = replace(context, rank=0, world_size=1)
 
     device, rank, world = context.device, context.rank, context.world_size
-    bn = batchnorm_loader(data.train_plain, args.batch_size, args.workers, device, args.seed, args.bn_batches, rank, world)
-    val = evaluation_loader(data.val, args.batch_size, args.workers, device, rank, world)
-    test = evaluation_loader(data.test, args.batch_size, args.workers, device, rank, world)
+    bn = batchnorm_loader(data.train_plain, args.bn_batch_size, args.workers, device, args.seed, args.bn_batches, rank, world)
+    val = evaluation_loader(data.val, args.bn_batch_size, args.workers, device, rank, world)
+    test = evaluation_loader(data.test, args.bn_batch_size, args.workers, device, rank, world)
     return ShardedPoolEvaluator(model, bn, val, test, context, amp=args.amp)
 
 
@@ -71,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     from ...pools.store import TicketStore
 
     validate_pool_args(args)
+    say_no_effect(args)
     if getattr(args, "ood_data", None):
         raise UserError("--ood_data (CIFAR-C layout) is supported by CIFAR/Lottery_pools.py only; "
                         "drop it from the ImageNet command")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..aliases import add_no_effect_flags, say_no_effect
 from ..flags import add_data_arguments, add_model_arguments, add_pool_arguments
 from ...core.errors import POOLS_RERUN, UserError, cli_entry
 
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pool_arguments(parser)
     parser.add_argument("--checkpoint", default=None, help="the IMP run folder holding '<k>model_SA_best.pth.tar' tickets")
     parser.add_argument("--save_dir", default=None, help="where results go (default: the --checkpoint folder)")
-    parser.add_argument("--batch_size", type=int, default=128, help="batch size of the BN recalibration pass (default 128)")
+    add_no_effect_flags(parser, "lottery_pools")
     return parser
 
 
@@ -46,9 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     from ...pools.store import TicketStore
 
     if not args.checkpoint:
-        flag = "--inference" if args.inference else "the search"
-        raise UserError(f"{flag} needs --checkpoint: the folder of a main_imp.py run holding its tickets")
+        raise UserError("the search needs --checkpoint: the folder of a main_imp.py run holding its tickets")
     validate_pool_args(args)
+    say_no_effect(args)
     files = ticket_files(args.checkpoint)  # names only: a missing folder is not created by the next check
     save_dir = Path(args.save_dir or args.checkpoint)
     results = check_results_folder(save_dir, "--save_dir" if args.save_dir else "--checkpoint (the results' default folder)")
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     from ...core.provenance import data_provenance
 
     args.data_provenance = data_provenance(data)  # recorded with the run in pools_results.json
-    evaluator = build_evaluator(model, data, device, args.batch_size, args.bn_batches, args.seed)
+    evaluator = build_evaluator(model, data, device, args.bn_batch_size, args.bn_batches, args.seed)
     share = Share(context.rank, context.world_size)
     if share.is_main:
         print(f"{len(files)} tickets from {args.checkpoint}; {args.interpolate_method} on {device}"

@@ -9,16 +9,16 @@ Writes results/<model>/<data>/density_<d>/DST/seed=<seed>/model.pth (best valida
 
 from __future__ import annotations
 
-from ...core.errors import cli_entry
+from ...core.errors import RERUN_CONTINUES, cli_entry
 from ..freetickets import build_parser as common_parser
 from ..freetickets import run_cifar
 
 
 def build_parser():
-    return common_parser("DST", __doc__)
+    return common_parser("DST", __doc__, "main_dst")
 
 
-@cli_entry
+@cli_entry(interrupted=RERUN_CONTINUES)  # rerunning continues; --resume has no effect
 def main(argv=None) -> None:
     run_cifar(build_parser().parse_args(argv), "DST")
 

@@ -14,23 +14,16 @@ validation epoch) to results/<model>/<data>/random/seed<seed>/density_<d>/EDST/M
 
 from __future__ import annotations
 
-from ...core.errors import cli_entry
+from ...core.errors import RERUN_CONTINUES, cli_entry
 from ..freetickets import build_parser as common_parser
 from ..freetickets import run_cifar
 
 
 def build_parser():
-    parser = common_parser("EDST", __doc__)
-    edst = parser.add_argument_group("EDST")
-    edst.add_argument("--epochs-explo", type=int, default=150, help="epochs of the exploration phase (default 150)")
-    edst.add_argument("--model-num", type=int, default=3, help="number of free tickets (refine phases) (default 3)")
-    edst.add_argument("--relative-refine-lr", action="store_true",
-                      help="ours: refine phases at --lr/10 then --lr/100 (default: 0.01 then 0.001 whatever --lr is, "
-                           "as the original)")
-    return parser
+    return common_parser("EDST", __doc__, "main_edst")
 
 
-@cli_entry
+@cli_entry(interrupted=RERUN_CONTINUES)  # rerunning continues; --resume has no effect
 def main(argv=None) -> None:
     run_cifar(build_parser().parse_args(argv), "EDST")
 

@@ -10,22 +10,20 @@ Writes the best-validation weights as a bare state dict to results/<model>/<data
 
 from __future__ import annotations
 
-from ...core.errors import cli_entry
+from ...core.errors import RERUN_CONTINUES, cli_entry
 from ..freetickets import build_parser as common_parser
 from ..freetickets import run_cifar
 
 
 def build_parser():
-    parser = common_parser("individual", __doc__)
+    parser = common_parser("individual", __doc__, "main_individual")
     single = parser.add_argument_group("main_individual.py")
-    single.add_argument("--nolr_scheduler", dest="nolrsche", action="store_true",
-                        help="constant learning rate (the original's name for --nolrsche; it crashed there)")
     single.add_argument("--select-on-test", action="store_true",
                         help="original behaviour: keep the epoch with the best TEST accuracy (default: validation)")
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=RERUN_CONTINUES)  # rerunning continues; --resume has no effect
 def main(argv=None) -> None:
     run_cifar(build_parser().parse_args(argv), "individual")
 

@@ -13,22 +13,20 @@ writes results/<model>/<data>/density_<d>/PF/<pretrain file name> (best validati
 
 from __future__ import annotations
 
-from ...core.errors import cli_entry
+from ...core.errors import RERUN_CONTINUES, cli_entry
 from ..freetickets import build_parser as common_parser
 from ..freetickets import run_cifar
 
 
 def build_parser():
-    parser = common_parser("PF", __doc__)
+    parser = common_parser("PF", __doc__, "main_pf")
     pf = parser.add_argument_group("PF")
     pf.add_argument("--pretrain", "--pretrained", dest="pretrain", default=None,
                     help="the dense model to prune: a state dict or a checkpoint with 'state_dict' (e.g. main_individual.py's <seed>.pt)")
-    pf.add_argument("--epochs-fs", type=int, default=150, help="accepted for compatibility; unused (as in the original)")
-    pf.add_argument("--model-num", type=int, default=3, help="accepted for compatibility; unused (the PF ensemble is one run per dense seed)")
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=RERUN_CONTINUES)  # rerunning continues; --resume has no effect
 def main(argv=None) -> None:
     run_cifar(build_parser().parse_args(argv), "PF")
 

@@ -15,7 +15,9 @@ import os
 
 from ...config.names import CORRUPTION_NAMES, SEVERITIES
 from ..flags import add_data_arguments
-from ...core.errors import NOTHING_TO_RESUME, UserError, cli_entry
+from ...config.commands import CorruptionSettings
+from ...config.settings import add_config_arguments
+from ...core.errors import NOTHING_TO_RESUME, cli_entry
 from ...core.files import check_writable_folder
 
 
@@ -25,9 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="folder receiving <corruption>.npy files and labels.npy")
     parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTION_NAMES),
                         help=f"corruptions to write (default all: {' '.join(CORRUPTION_NAMES)})")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use only the first N test images (default all), e.g. for a quick try")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random corruptions (default 0)")
+    add_config_arguments(parser, {"corruption": "corruptions"}, cls=CorruptionSettings)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     return parser
 
@@ -41,8 +41,6 @@ def main(argv: list[str] | None = None) -> None:
     from ...data.datasets import Split
     from ...core.device import resolve_device
 
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit {args.limit} must be at least 1")
     names = writable_corruptions(args.corruptions)
     check_writable_folder(args.out, "--out", create=False)
     data = load_data(args)

@@ -14,27 +14,23 @@ import runpy
 import socket
 import sys
 
+from ...config.commands import LauncherSettings
+from ...config.settings import add_config_arguments
 from ...core.errors import UserError, cli_entry
 
 THIS_MODULE = "lotterypools.cli.commands.multiproc"
 CHILD_FLAG = "--run_script_as_child"
 DEFAULT_PORT = 29500
 LAUNCHER_PID = "LOTTERYPOOLS_LAUNCHER_PID"  # environment: the launcher's PID, for its children's parent-death check
-MAX_PROCESSES = 1024  # far above any machine's GPUs; a larger count is a typo
 INTERRUPTED = ("interrupted ({signal}): the launched processes were stopped; rerun the same command to continue "
                "where they stopped")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nnodes", type=int, default=1, help="number of machines (default 1)")
-    parser.add_argument("--node_rank", type=int, default=0, help="this machine's index, 0..nnodes-1 (default 0)")
-    parser.add_argument("--nproc_per_node", type=int, default=1,
-                        help="processes on this machine, one per GPU (default 1)")
+    add_config_arguments(parser, {"launcher": "processes"}, cls=LauncherSettings)
     parser.add_argument("--master_addr", default="127.0.0.1",
                         help="address of the machine with node_rank 0 (default 127.0.0.1)")
-    parser.add_argument("--master_port", type=int, default=None,
-                        help=f"free TCP port on that machine (default: the script's --master_port, else {DEFAULT_PORT})")
     parser.add_argument("script", help="the training script, e.g. Lottery_pools.py or main_imp.py")
     parser.add_argument("script_args", nargs=argparse.REMAINDER, help="the script's own arguments")
     return parser
@@ -124,14 +120,12 @@ def launch(argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
-    if not os.path.isfile(args.script):
-        raise UserError(f"script {args.script} does not exist; run from ImageNet/ or give its path")
-    if not (1 <= args.nproc_per_node <= MAX_PROCESSES and 1 <= args.nnodes <= MAX_PROCESSES
-            and 0 <= args.node_rank < args.nnodes):
-        raise UserError(f"--nproc_per_node {args.nproc_per_node} and --nnodes {args.nnodes} must be in "
-                        f"1..{MAX_PROCESSES} and --node_rank {args.node_rank} in 0..nnodes-1")
     port = args.master_port if args.master_port is not None else port_in_script_args(args.script_args) or DEFAULT_PORT
     check_port(port)
+    if args.node_rank >= args.nnodes:
+        raise UserError(f"--node_rank {args.node_rank} must be below --nnodes {args.nnodes} (machines count from 0)")
+    if not os.path.isfile(args.script):
+        raise UserError(f"script {args.script} does not exist; run from ImageNet/ or give its path")
     check_devices(args.nproc_per_node, args.script_args)
     if args.node_rank == 0:
         check_port_free(port)
