@@ -64,6 +64,27 @@ k = 1
     return path
 
 
+SMS_TABLES = """
+[sms]
+epochs = 1
+decreasing_lr = "1"
+pruning_times = 2
+candidates = 2
+bn_batches = 2
+batch_size = 32
+device = "cpu"
+no_download = true
+
+[[sms.variants]]
+label = "uniform"
+
+[[sms.variants]]
+label = "imp_2x"
+imp_budget = true
+seeds = [4]
+"""
+
+
 def records(folder: Path) -> list[dict]:
     data = json.loads((folder / "pools_results.json").read_text())
     return sorted(({k: r.get(k) for k in COMPARED} for r in data["records"]),
@@ -86,7 +107,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def finished(tmp_path_factory, tiny_data) -> Path:
     """An uninterrupted two-seed experiment, two jobs at once: its spec's folder."""
     folder = tmp_path_factory.mktemp("experiment")
-    result = run_experiment(tiny_spec(folder, tiny_data), "--jobs", "2")
+    result = run_experiment(tiny_spec(folder, tiny_data, extra=SMS_TABLES), "--jobs", "2")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return folder
 
@@ -116,6 +137,14 @@ def test_the_experiment_gives_the_records_of_the_commands_it_replaces(finished, 
     assert "\\begin{tabular}" in (report / "table.tex").read_text()
     assert "95% CI" in (report / "gain.md").read_text()
     assert (report / "gain_vs_density.png").stat().st_size > 10_000
+
+    # the SMS soups join the table at the IMP density they reach, each seed's value its own summary's
+    sms = {c["round"]: c for c in summary["test_acc"]["sms_uniform"]}
+    for seed_index, seed_value in enumerate(summary["seeds"]):
+        own = json.loads((finished / "out" / "sms" / "uniform" / f"seed{seed_value}" / "summary.json").read_text())
+        assert sms[1]["values"][seed_index] == own[1]["test_acc"]
+    assert "SMS (uniform soup of 2)" in (report / "table.md").read_text()
+    assert [c["n"] for c in summary["test_acc"]["sms_imp_2x"]] == [1]  # a variant on one seed only
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -163,10 +192,14 @@ BAD_SPECS = [
     ('[[pools.methods]]\ninterpolate_method = "interpolate_swa"\nseeds = [9]\n', "not in [experiment].seeds"),
     ('[[pools.methods]]\ninterpolate_method = "interpolate_swa"\nsave_dir = "x"\n', "sets save_dir"),
     ('[surprise]\nx = 1\n', "unknown table [surprise]"),
+    ('[sms]\nepochs = 1\n[[sms.variants]]\nlabel = "u"\ndense = "x"\n', "sets dense"),
+    ('[sms]\nepochs = 1\n[[sms.variants]]\nsoup = "greedy"\n', "has no label"),
+    ('[sms]\ncandidates = 0\n[[sms.variants]]\nlabel = "u"\n', "--candidates 0 must be at least 1"),
 ]
 
 
-@pytest.mark.parametrize("extra, fragment", BAD_SPECS, ids=["method", "key", "seeds", "reserved", "table"])
+@pytest.mark.parametrize("extra, fragment", BAD_SPECS,
+                         ids=["method", "key", "seeds", "reserved", "table", "sms_dense", "sms_label", "sms_value"])
 def test_a_malformed_spec_is_refused_in_one_line_before_any_work(extra, fragment, tmp_path, capsys):
     spec = tiny_spec(tmp_path, tmp_path / "data", extra=extra)
     with pytest.raises(SystemExit) as stop:
@@ -198,10 +231,12 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, capsys
 
 
 def test_print_commands_lists_every_job_after_its_dependency(tmp_path, capsys):
-    main([str(tiny_spec(tmp_path, tmp_path / "data")), "--print_commands"])
+    main([str(tiny_spec(tmp_path, tmp_path / "data", extra=SMS_TABLES)), "--print_commands"])
     lines = capsys.readouterr().out.splitlines()
     commands = [line for line in lines if not line.startswith("#")]
-    assert len(commands) == 6  # per seed: IMP, one pool method, the ensemble
+    assert len(commands) == 9  # per seed: IMP, one pool method, the ensemble, SMS uniform; SMS imp_2x on seed 4
+    sms = [line for line in commands if "main_sms" in line]
+    assert len(sms) == 3 and all("--dense" in line and "0model_SA_best.pth.tar" in line for line in sms)
     assert commands[0].endswith(f"--save_dir {tmp_path / 'out' / 'imp' / 'seed3'}")
     assert "# after imp_seed3" in lines and not (tmp_path / "out").exists()
 

@@ -178,6 +178,7 @@ def main_sms():
 
 @pytest.mark.parametrize("argv, expected", [
     (["--candidates", "0"], "--candidates 0 must be at least 1"),
+    (["--goal_sparsity", "1.0"], "--goal_sparsity 1"),
     (["--vary", "momentum"], "unknown --vary 'momentum'"),
     (["--vary", "weight_decay", "--values", "0.1"], "needs one value per candidate"),
     (["--soup", "best"], "unknown --soup 'best'"),

@@ -25,7 +25,7 @@ class SMSSettings:
     """What decides an SMS run beyond the training settings (:class:`IMPConfig`); flags generated from here."""
 
     candidates: int = setting(3, "m: the networks retrained in each phase from the same pruned soup",
-                              flags=("--candidates", "--n_splits_total"), group="sms")
+                              flags=("--candidates", "--n_splits_total"), group="sms", minimum=1)
     vary: str = setting("seed", "what differs between the candidates: seed (batch order and augmentation), "
                                 "weight_decay or lr (the peak learning rate); the official names pruned_seed and "
                                 "retrain_schedule are accepted", flags=("--vary", "--ensemble_by"), group="sms")
@@ -39,15 +39,15 @@ class SMSSettings:
                                    "fraction (the official schedule)", group="sms", choices=PHASE_SCHEDULES)
     goal_sparsity: float = setting(0.0, "with --schedule geometric: the final sparsity (fraction of prunable weights "
                                         "removed); with imp, a check that the schedule reaches it (0: no check)",
-                                   group="sms")
+                                   group="sms", minimum=0.0, below=1.0)
     phases: int = setting(3, "with --schedule geometric: the number of prune-retrain phases",
-                          flags=("--n_phases",), group="sms")
+                          flags=("--n_phases",), group="sms", minimum=1)
     retrain_schedule: str = setting("step", "step: each phase retrains with IMP's schedule (--lr divided by 10 at "
                                             "--decreasing_lr) from epoch 0; llr: the official default, a 10%% "
                                             "half-cosine warm-up to --lr then linear decay to 0, per step",
                                     group="sms", choices=RETRAIN_SCHEDULES)
     bn_batches: int = setting(0, "batch-norm statistics of every soup: 0 = one pass over the whole training split "
-                                 "(the official default), k = k fixed training batches", group="sms")
+                                 "(the official default), k = k fixed training batches", group="sms", minimum=0)
     imp_budget: bool = setting(False, "the baseline the official code dropped: one network per phase retrained "
                                       "--candidates times as many epochs (IMP without rewinding at SMS's budget)",
                                flags=("--imp_budget", "--extended_imp"), group="sms")
@@ -73,10 +73,11 @@ class SMSSettings:
         return 1 if self.imp_budget else self.candidates
 
     def validate(self, config: IMPConfig | None = None) -> None:
-        """One-line errors for settings that cannot work, before any data is read (with ``config``: also whether
-        the IMP schedule reaches ``goal_sparsity``)."""
-        if self.candidates < 1:
-            raise UserError(f"--candidates {self.candidates} must be at least 1 (the official code uses 2 to 5)")
+        """One-line errors for settings that cannot work together, before any data is read (the ranges are declared
+        above and checked while parsing; with ``config``, also whether the IMP schedule reaches ``goal_sparsity``)."""
+        from .settings import check_ranges
+
+        check_ranges(self)
         for name, value, allowed in (("vary", self.vary, VARIED_SETTINGS), ("soup", self.soup, SOUP_METHODS),
                                      ("schedule", self.schedule, PHASE_SCHEDULES),
                                      ("retrain_schedule", self.retrain_schedule, RETRAIN_SCHEDULES)):
@@ -91,13 +92,7 @@ class SMSSettings:
                             f"--candidates is {self.candidates}")
         if self.vary == "lr" and any(v <= 0 for v in values) or self.vary == "weight_decay" and any(v < 0 for v in values):
             raise UserError(f"--values {self.values}: learning rates must be positive, weight decays not negative")
-        if self.bn_batches < 0:
-            raise UserError(f"--bn_batches {self.bn_batches} must be 0 (the whole training split) or more")
-        if not 0.0 <= self.goal_sparsity < 1.0:
-            raise UserError(f"--goal_sparsity {self.goal_sparsity} must be in [0, 1): the fraction of weights removed")
         if self.schedule == "geometric":
-            if self.phases < 1:
-                raise UserError(f"--n_phases {self.phases} must be at least 1")
             if self.goal_sparsity <= 0:
                 raise UserError("--schedule geometric needs --goal_sparsity (e.g. 0.9 for 10% of the weights kept)")
         elif self.goal_sparsity > 0 and config is not None:

@@ -17,7 +17,7 @@ from .spec import ExperimentSpec
 def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
     """Write ``report/<group>/`` for every results group whose seeds have results; returns the summaries."""
     from ..analysis.aggregate import read_run_folder
-    from .report import add_reference, add_sms_rows, write_report
+    from .report import add_reference, add_sms_rows, write_cost_table, write_report
 
     summaries = {}
     for group in groups(spec):
@@ -26,12 +26,16 @@ def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
         if not folders:
             continue
         runs = [read_run_folder(folder) for folder in folders]
-        if spec.ensemble_k is not None and group == groups(spec)[0]:
+        first = group == groups(spec)[0]
+        if spec.ensemble_k is not None and first:
             ensembles = {seed: ensemble_folder(spec, seed) / "ensemble_results.json" for seed in spec.seeds}
             add_reference(runs, {seed: path for seed, path in ensembles.items() if path.exists()})
-            add_sms_rows(runs, {v.label: {seed: sms_folder(spec, v.label, seed) for seed in v.seeds} for v in spec.sms})
+        sms_epochs = add_sms_rows(runs, {v.label: {s: sms_folder(spec, v.label, s) for s in v.seeds} for v in spec.sms}) \
+            if first else {}
         out = spec.output / "report" / group
         summaries[group] = write_report(runs, out)
+        if first:
+            write_cost_table(runs, sms_epochs, spec.ensemble_k, out)
         log(f"report {group}: {len(runs)} seeds -> {out} (table.md/.csv/.tex, gain.md/.csv/.tex, aggregate.json, "
             f"accuracy_vs_density.png, gain_vs_density.png)")
     return summaries

@@ -71,12 +71,13 @@ def matching_round(density: float, densities: Mapping[int, float]) -> int | None
     return None
 
 
-def add_sms_rows(runs: Sequence[RunFolder], variants: Mapping[str, Mapping[int, Path]]) -> dict[str, list[float]]:
+def add_sms_rows(runs: Sequence[RunFolder], variants: Mapping[str, Mapping[int, Path]]) -> dict[str, dict[int, float]]:
     """Add each SMS variant's soups (``variants[label][seed]`` folders) as rows at the IMP densities they reach.
 
-    Returns each variant's cumulative training epochs per phase (from the dense network on), for the cost table.
+    Returns each variant's training epochs (from initialisation, the dense network's included) per IMP round it
+    reaches, for :func:`write_cost_table`.
     """
-    epochs: dict[str, list[float]] = {}
+    epochs: dict[str, dict[int, float]] = {}
     for label, folders in variants.items():
         method = SMS_PREFIX + label
         for run in runs:
@@ -85,12 +86,55 @@ def add_sms_rows(runs: Sequence[RunFolder], variants: Mapping[str, Mapping[int, 
                 continue
             settings, records = read_sms_run(folder)
             METHOD_LABELS[method] = sms_method_label(settings)
-            for record in records[1:]:  # phase 0 is the seed's dense IMP ticket itself
+            dense_epochs = imp_epochs(run).get(0, 0.0)  # phase 0 is the seed's dense IMP ticket itself
+            for phase, record in enumerate(records[1:], start=1):
                 round_index = matching_round(record["density"], run.density)
                 if round_index is not None:
                     run.accuracy[method, round_index] = record["test_acc"]
-            epochs[method] = [float(sum(r["epochs"] for r in records[:p + 1])) for p in range(len(records))]
+                    epochs.setdefault(method, {})[round_index] = dense_epochs + sum(r["epochs"] for r in records[1:phase + 1])
     return epochs
+
+
+def imp_epochs(run: RunFolder) -> dict[int, float]:
+    """Training epochs from initialisation to each IMP round's ticket (from the ticket folder's summary.json)."""
+    try:
+        records = json.loads((Path(run.ticket_folder or "") / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    total, out = 0.0, {}
+    for record in sorted(records, key=lambda r: r["round"]):
+        total += record.get("epochs", 0)
+        out[record["round"]] = total
+    return out
+
+
+def write_cost_table(runs: Sequence[RunFolder], sms_epochs: Mapping[str, Mapping[int, float]], ensemble_k: int | None,
+                     out: Path) -> None:
+    """``cost.md``/``cost.csv``: training epochs to each density and networks evaluated at inference, per method."""
+    if not runs:
+        return
+    imp = imp_epochs(runs[0])
+    columns = ["round", "density", "IMP ticket and pool methods (1 network)"]
+    if ensemble_k is not None:
+        columns.append(f"IMP output ensemble ({ensemble_k + 1} networks)")
+    columns += [f"{METHOD_LABELS.get(m, m)} (1 network)" for m in sms_epochs]
+    rows = []
+    for round_index, density in sorted(runs[0].density.items()):
+        row = {"round": round_index, "density": round(density, 6), columns[2]: imp.get(round_index)}
+        if ensemble_k is not None:
+            row[columns[3]] = imp.get(round_index)
+        for method, column in zip(sms_epochs, columns[-len(sms_epochs):] if sms_epochs else []):
+            row[column] = sms_epochs[method].get(round_index)
+        rows.append(row)
+    write_csv(out / "cost.csv", rows, columns)
+    lines = ["Training epochs from initialisation to each network (every pool method adds no training; the "
+             "ensemble evaluates its networks at inference).", "", "| " + " | ".join(columns) + " |",
+             "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [str(row["round"]), f"{100 * row['density']:.2f}%"]
+        cells += ["-" if row.get(c) is None else f"{row[c]:g}" for c in columns[2:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    atomic_write_text(out / "cost.md", "\n".join(lines) + "\n")
 
 
 def latex_table(table: Mapping[str, Sequence[Mapping]], digits: int = 2) -> str:
