@@ -405,3 +405,17 @@ def test_exact_tsne_keeps_clusters_apart():
     spread = torch.stack([(y[labels == i] - middle[i]).norm(dim=1).mean() for i in range(3)]).max()
     assert torch.pdist(middle).min() > 3 * spread
     assert torch.isfinite(exact_tsne(points[:4], perplexity=1.5)).all()  # as few points as an EDST run's epochs
+
+
+def test_a_run_whose_lr_drops_all_fall_on_epoch_0_says_so(capsys):
+    from types import SimpleNamespace
+
+    from lotterypools.cli.freetickets import training_plan
+
+    args = SimpleNamespace(epochs=1, lr=0.1, nolrsche=False, seed=1, multiplier=1)
+    plan = training_plan(args, "DST")
+    note = capsys.readouterr().out
+    assert plan.lrs == [pytest.approx(0.001)] and "trains at lr 0.001, not --lr 0.1" in note
+    training_plan(SimpleNamespace(epochs=8, lr=0.1, nolrsche=False, seed=1, multiplier=1), "DST")
+    training_plan(SimpleNamespace(epochs=1, lr=0.1, nolrsche=True, seed=1, multiplier=1), "DST")
+    assert capsys.readouterr().out == ""

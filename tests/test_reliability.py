@@ -665,3 +665,28 @@ def test_pool_results_record_the_run_provenance(cli_run, tmp_path):
                 "data_fingerprint", "normalisation"):
         assert key in run, key
     assert run["dataset"] == "fashionmnist" and run["data_fingerprint"]["sizes"]["train"] > 0
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_image_in_an_image_folder_is_one_line_naming_it(tmp_path, capsys, workers):
+    from torch.utils.data import DataLoader
+
+    from helpers import write_image_folder
+    from lotterypools.core.errors import cli_entry
+    from lotterypools.data.imagefolder import load_image_folders
+
+    root = write_image_folder(tmp_path / "imagenet", per_class_train=4, per_class_val=2)
+    broken = root / "val" / "class1" / "0.png"
+    broken.write_bytes(b"not an image at all")
+
+    @cli_entry
+    def read_every_image() -> None:
+        for _ in DataLoader(load_image_folders(root, val_size=2, input_size=32).test, batch_size=4,
+                            num_workers=workers):
+            pass
+
+    with pytest.raises(SystemExit) as stop:
+        read_every_image()
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err == f"error: {broken} is not a readable image (UnidentifiedImageError): remove or replace the file"

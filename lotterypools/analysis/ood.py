@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -41,13 +40,17 @@ class OODBenchmark:
         return self.evaluate(model, device)
 
 
-def open_benchmark(args: argparse.Namespace, channels: int, image_size: int) -> OODBenchmark | None:
-    """The benchmark the ``--ood_data``/``--corruptions``/``--severities`` flags describe (None without ``--ood_data``)."""
-    if not args.ood_data:
+def open_benchmark(ood_data: str | None, corruptions: Sequence[str] | None, severities: Sequence[int],
+                   channels: int, image_size: int) -> OODBenchmark | None:
+    """The corrupted copies at ``ood_data`` (None when not given), checked against the network's input shape.
+
+    ``corruptions`` selects some of them (``None``: all); ``severities`` are the levels averaged.
+    """
+    if not ood_data:
         return None
-    severities = check_severities(args.severities)
-    data = CorruptedSet(args.ood_data)
-    corruptions = data.select(args.corruptions)
+    severities = check_severities(severities)
+    data = CorruptedSet(ood_data)
+    corruptions = data.select(corruptions)
     data.check_shape(channels, image_size)
     return OODBenchmark(data, corruptions, severities)
 

@@ -33,7 +33,7 @@ def _stores(args: argparse.Namespace):
 
 def run_ood(args: argparse.Namespace, save_dir: Path) -> dict:
     spec = dataset_spec(args.dataset)
-    benchmark = open_benchmark(args, spec.channels, spec.image_size)
+    benchmark = open_benchmark(args.ood_data, args.corruptions, args.severities, spec.channels, spec.image_size)
     model, store, pooled, device = _stores(args)
     rows = {}
     for label, source in (("ticket", store), ("pooled", pooled)):

@@ -149,7 +149,12 @@ def training_plan(args: argparse.Namespace, method: str):
         return single_plan(args.epochs, args.lr, Path(args.pretrain).name, schedule=False)
     ticket = "model.pth" if method == "DST" else f"{args.seed}.pt"
     multiplier = getattr(args, "multiplier", 1)
-    return single_plan(args.epochs * multiplier, args.lr, ticket, schedule=not args.nolrsche, milestone_epochs=args.epochs)
+    plan = single_plan(args.epochs * multiplier, args.lr, ticket, schedule=not args.nolrsche, milestone_epochs=args.epochs)
+    if plan.lrs and plan.lrs[0] != args.lr:  # both milestones (50% and 75% of the epochs) fall on epoch 0
+        print(f"note: with --epochs {args.epochs} the original's lr drops at 50% and 75% of the epochs both fall on "
+              f"epoch 0, so the whole run trains at lr {plan.lrs[0]:g}, not --lr {args.lr:g}; use --epochs 4 or "
+              f"more for the decaying schedule, or --nolrsche for a constant --lr", flush=True)
+    return plan
 
 
 def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:

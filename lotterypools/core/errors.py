@@ -18,6 +18,15 @@ POOLS_RERUN = ("interrupted: the record of every finished target is kept in pool
                "command to run only the missing targets")
 
 
+def one_line(error: UserError) -> str:
+    """The error's line; a DataLoader worker re-raises it with the worker's traceback around it, which is dropped."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
+
+
 def cli_entry(main: Callable[..., object] | None = None, *, interrupted: str = RESUME_FLAG) -> Callable[..., object]:
     """Wrap a script's ``main`` so that a :class:`UserError` ends it with one line and exit code 2.
 
@@ -32,7 +41,7 @@ def cli_entry(main: Callable[..., object] | None = None, *, interrupted: str = R
         try:
             return main(*args, **kwargs)
         except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print(interrupted, file=sys.stderr)

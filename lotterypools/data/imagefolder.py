@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -72,12 +72,21 @@ def held_out_indices(count: int, val_size: int, split_seed: int) -> tuple[list[i
     return sorted(order[val_size:]), sorted(order[:val_size])
 
 
+def read_image(path: str) -> Any:
+    """torchvision's image loader, with a one-line :class:`UserError` naming a file that is not a readable image."""
+    try:
+        return datasets.folder.default_loader(path)
+    except OSError as error:  # PIL's UnidentifiedImageError is an OSError, as are truncated files
+        raise UserError(f"{path} is not a readable image ({error.__class__.__name__}): remove or replace the "
+                        f"file") from None
+
+
 def _image_folder(path: Path, transform) -> datasets.ImageFolder:
     if not path.is_dir():
         raise UserError(f"{path} does not exist: the data folder needs 'train/' and 'val/' in ImageFolder layout "
                         f"(one sub-folder of images per class)")
     try:
-        return datasets.ImageFolder(str(path), transform=transform)
+        return datasets.ImageFolder(str(path), transform=transform, loader=read_image)
     except (FileNotFoundError, RuntimeError) as error:
         raise UserError(f"{path} is not an ImageFolder ({str(error).splitlines()[0]}); put one sub-folder of "
                         f"images per class there") from None

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from ...core.provenance import check_tickets_match
 
     check_tickets_match(args.checkpoint, spec.name, "--dataset", spec.mean, spec.std)
-    ood = open_benchmark(args, spec.channels, spec.image_size)
+    ood = open_benchmark(args.ood_data, args.corruptions, args.severities, spec.channels, spec.image_size)
     context = start_pool_processes(args)
     device = context.device
     model = factory()
