@@ -146,7 +146,7 @@ def plot(table: list[dict], path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The script's flags (tests/test_doc_commands.py parses the documented command with it)."""
+    """The script's flags (tests/project/test_doc_commands.py parses the documented command with it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--imp", type=Path, required=True, help="main_imp.py run folder")
     parser.add_argument("--prac", type=Path, required=True, help="main_PrAC_imp.py run folder")

@@ -4,7 +4,7 @@ under the verbatim README flags, EDST/DST/ImageNet schedules, flag defaults and 
 
     python benchmarks/parity/check.py          # one line per check; exit status 1 if any differs
 
-tests/test_parity.py runs the same checks, so a regression shows in CI without the official code.
+tests/tickets/test_parity.py runs the same checks, so a regression shows in CI without the official code.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 r"""Write official_reference.json: what the official FreeTickets code (VITA-Group/FreeTickets e5540d1) computes,
-from transcriptions of its formulas below (file:line of that commit), so that check.py and tests/test_parity.py
+from transcriptions of its formulas below (file:line of that commit), so that check.py and tests/tickets/test_parity.py
 can compare ours with it without the official code.
 
 Only the architectures' weight shapes come from this project's models (the audit checked them equal to the

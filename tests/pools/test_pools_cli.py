@@ -12,7 +12,7 @@ import pytest
 from helpers import script_env
 from helpers import write_tickets
 
-SCRIPT = Path(__file__).resolve().parents[1] / "CIFAR" / "Lottery_pools.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "CIFAR" / "Lottery_pools.py"
 
 
 def load_script():

@@ -145,6 +145,8 @@ def test_the_experiment_gives_the_records_of_the_commands_it_replaces(finished, 
         assert sms[1]["values"][seed_index] == own[1]["test_acc"]
     assert "SMS (uniform soup of 2)" in (report / "table.md").read_text()
     assert [c["n"] for c in summary["test_acc"]["sms_imp_2x"]] == [1]  # a variant on one seed only
+    cost = (report / "cost.md").read_text()  # dense 2 epochs, then one phase of 2 candidates x 1 epoch
+    assert "SMS (uniform soup of 2) (1 network)" in cost and "| 1 | 80.00% | 3 | 3 | 4 | 4 |" in cost, cost
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -14,7 +14,7 @@ from lotterypools.core.errors import UserError
 from lotterypools.training.masks import masks_of, prune_globally
 from lotterypools.models import CIFAR_ARCHITECTURES, build_model
 
-KEY_FILES = Path(__file__).parent / "data"
+KEY_FILES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def original_keys(arch: str) -> dict[str, tuple[int, ...]]:

@@ -22,7 +22,7 @@ from lotterypools.pools.store import TicketStore
 from helpers import CLASSES, TINY_ARCH, free_port, script_env, write_image_folder
 from helpers import write_openlth_tickets as write_tickets
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGENET = ROOT / "ImageNet"
 
 

@@ -283,7 +283,7 @@ def test_a_dead_holders_lock_is_taken_over(tmp_path):
     script = ("import sys, time; from lotterypools.core.runlock import hold_run_folder\n"
               "with hold_run_folder(sys.argv[1], {'command': 'holder'}):\n"
               "    print('held', flush=True); time.sleep(60)\n")
-    env = dict(__import__("os").environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(__import__("os").environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     holder = subprocess.Popen([sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -500,7 +500,7 @@ def test_the_launcher_checks_the_process_count(tmp_path, capsys):
 def _env():
     import os
 
-    return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
+    return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
 
 
 def _gone(pid: int) -> bool:
