@@ -132,10 +132,16 @@ def _folder_name(value: Any, where: str, path: Path) -> str:
     return name
 
 
-def _methods(pools: dict, seeds: tuple[int, ...], path: Path) -> tuple[PoolMethod, ...]:
-    tables = pools.pop("methods", [])
+def _sub_tables(section: dict, section_name: str, key: str, what: str, path: Path) -> list[dict]:
+    """The ``[[section.key]]`` tables (removed from ``section``), or a one-line error."""
+    tables = section.pop(key, [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise UserError(f"{path}: [[pools.methods]] must be a list of tables, one per method")
+        raise UserError(f"{path}: [[{section_name}.{key}]] must be a list of tables, one per {what}")
+    return tables
+
+
+def _methods(pools: dict, seeds: tuple[int, ...], path: Path) -> tuple[PoolMethod, ...]:
+    tables = _sub_tables(pools, "pools", "methods", "method", path)
     _check_reserved(pools, "pools", path)
     methods = []
     for index, table in enumerate(tables):
@@ -158,9 +164,7 @@ def _own_seeds(table: Mapping[str, Any], seeds: tuple[int, ...], where: str, pat
 
 
 def _sms_variants(sms: dict, seeds: tuple[int, ...], path: Path) -> tuple[SMSVariant, ...]:
-    tables = sms.pop("variants", [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise UserError(f"{path}: [[sms.variants]] must be a list of tables, one per variant")
+    tables = _sub_tables(sms, "sms", "variants", "variant", path)
     if sms and not tables:
         raise UserError(f"{path}: [sms] has no [[sms.variants]]: add one, e.g. label = \"uniform\"")
     _check_reserved(sms, "sms", path, frozenset(SMS_RESERVED))

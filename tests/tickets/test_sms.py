@@ -16,7 +16,10 @@ from lotterypools.config.sms import SMSSettings
 from lotterypools.core.errors import UserError
 from lotterypools.formats import paths
 from lotterypools.formats.original import read_ticket
-from lotterypools.tickets.sms import (SMSRun, check_shared_masks, greedy_soup, linear_decay_rate, make_soup,
+from lotterypools.data.datasets import BatchSource
+from lotterypools.training.engine import EpochLearningRates, RoundContext, fit
+from lotterypools.training.loop import TrainingHook, build_optimizer
+from lotterypools.tickets.sms import (SMSRetrainPolicy, SMSRun, check_shared_masks, greedy_soup, linear_decay_rate, make_soup,
                                       uniform_soup)
 from lotterypools.training.masks import kept_count, prunable_modules
 
@@ -80,6 +83,28 @@ def test_linear_decay_schedule_warms_up_then_decays_to_zero():
     assert rates[5] == pytest.approx(0.05)  # the half-cosine is half-way at half the warm-up
     assert all(a <= b for a, b in zip(rates[:10], rates[1:11])) and all(a >= b for a, b in zip(rates[10:], rates[11:]))
     assert rates[100] == 0.0
+
+
+def test_llr_policy_sets_every_step_on_the_official_schedule(tmp_path):
+    folder = tmp_path / "llr"
+    seen = []
+
+    class Record(TrainingHook):
+        def after_step(self, step):  # runs after the schedule's hook: the lr the next step will use
+            seen.append((step.step, step.optimizer.param_groups[0]["lr"]))
+
+    run = sms_run(folder, retrain_schedule="llr", pruning_times=2, candidates=1, epochs=2)
+    steps = len(BatchSource(tiny_splits().train, 16, CPU))
+    plan = SMSRetrainPolicy("llr", steps).plan(RoundContext(0, tiny_model_factory()(), run.config, None, None, CPU))
+    assert plan.learning_rates == [linear_decay_rate(run.config.lr, e * steps, 2 * steps) for e in range(2)]
+    plan.hooks.append(Record())
+    model = tiny_model_factory()()
+    optimizer = build_optimizer(model, run.config.lr, 0.9, 0.0)
+    schedule = EpochLearningRates(optimizer, plan.learning_rates)
+    source = BatchSource(tiny_splits().train, 16, CPU, shuffle=True, seed=0)
+    fit(model, lambda epoch: source, optimizer, schedule, CPU, start_epoch=0, epochs=2, hooks=plan.hooks)
+    assert [lr for _, lr in seen] == pytest.approx([linear_decay_rate(run.config.lr, s + 1, 2 * steps)
+                                                    for s, _ in seen])
 
 
 # ---------------------------------------------------------------- a real run
