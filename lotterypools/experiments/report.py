@@ -108,27 +108,51 @@ def imp_epochs(run: RunFolder) -> dict[int, float]:
     return out
 
 
+def nonzero_weights(folder: Path) -> dict[int, int]:
+    """Weights a ticket holds at inference (masked entries not counted; BN statistics are not weights), per round."""
+    from ..formats.original import read_ticket, ticket_files
+
+    counts = {}
+    for ticket in ticket_files(folder):
+        weights, masks = read_ticket(ticket.path)
+        counts[ticket.round] = sum(int(masks[k].sum()) if k in masks else v.numel() for k, v in weights.items()
+                                   if v.is_floating_point() and not k.endswith(("running_mean", "running_var")))
+    return counts
+
+
+def ensemble_members(target: int, rounds: Sequence[int], k: int) -> list[int]:
+    """The rounds of the IMP output ensemble of ``target``: the target and its ``k`` nearest tickets."""
+    from ..pools.search import candidate_order
+
+    return [target, *candidate_order(target, rounds, k + 1)]
+
+
 def write_cost_table(runs: Sequence[RunFolder], sms_epochs: Mapping[str, Mapping[int, float]], ensemble_k: int | None,
                      out: Path) -> None:
-    """``cost.md``/``cost.csv``: training epochs to each density and networks evaluated at inference, per method."""
+    """``cost.md``/``cost.csv``: training epochs to each density and the weights evaluated at inference, per method."""
     if not runs:
         return
     imp = imp_epochs(runs[0])
-    columns = ["round", "density", "IMP ticket and pool methods (1 network)"]
+    weights = nonzero_weights(Path(runs[0].ticket_folder)) if runs[0].ticket_folder else {}
+    columns = ["round", "density", "weights at inference (1 network)", "IMP ticket and pool methods: epochs"]
     if ensemble_k is not None:
-        columns.append(f"IMP output ensemble ({ensemble_k + 1} networks)")
-    columns += [f"{METHOD_LABELS.get(m, m)} (1 network)" for m in sms_epochs]
+        columns += [f"IMP output ensemble ({ensemble_k + 1} networks): epochs", "IMP output ensemble: weights"]
+    columns += [f"{METHOD_LABELS.get(m, m)}: epochs" for m in sms_epochs]
     rows = []
     for round_index, density in sorted(runs[0].density.items()):
-        row = {"round": round_index, "density": round(density, 6), columns[2]: imp.get(round_index)}
+        row = {"round": round_index, "density": round(density, 6), columns[2]: weights.get(round_index),
+               columns[3]: imp.get(round_index)}
         if ensemble_k is not None:
-            row[columns[3]] = imp.get(round_index)
+            members = ensemble_members(round_index, sorted(runs[0].density), ensemble_k)
+            row[columns[4]] = imp.get(max(members))  # every member is trained: the sparsest one's epochs
+            row[columns[5]] = sum(weights[m] for m in members) if all(m in weights for m in members) else None
         for method, column in zip(sms_epochs, columns[-len(sms_epochs):] if sms_epochs else []):
             row[column] = sms_epochs[method].get(round_index)
         rows.append(row)
     write_csv(out / "cost.csv", rows, columns)
-    lines = ["Training epochs from initialisation to each network (every pool method adds no training; the "
-             "ensemble evaluates its networks at inference).", "", "| " + " | ".join(columns) + " |",
+    lines = ["Training epochs from initialisation to each network, and the weights evaluated at inference (nonzero "
+             "weights, BN included). Every pool method adds no training and keeps one network of the target's "
+             "density; the ensemble needs all its members trained.", "", "| " + " | ".join(columns) + " |",
              "|" + "---|" * len(columns)]
     for row in rows:
         cells = [str(row["round"]), f"{100 * row['density']:.2f}%"]
