@@ -172,7 +172,7 @@ def test_imp_budget_trains_one_network_m_times_longer(tmp_path):
 def test_interrupted_phase_reruns_only_the_unfinished_candidate(tmp_path, uniform_run):
     folder = tmp_path / "cut"
     shutil.copytree(uniform_run, folder)
-    # cut the run inside phase 2: its soup, candidate 1 and candidate 0's last epoch are gone
+    # cut the run inside phase 2: its soup and candidate 1 are gone, candidate 0 is finished
     records = json.loads(paths.summary(folder).read_text())
     paths.summary(folder).write_text(json.dumps([r for r in records if r["round"] < 2]))
     for name in ("2model_SA_best.pth.tar", "2checkpoint.pth.tar"):
