@@ -218,6 +218,13 @@ def test_bad_settings_get_one_line(main_sms, capsys, tmp_path, argv, expected):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_dense_network_from_another_data_set_is_refused(main_sms, cli_sms, capsys, tmp_path):
+    dense = cli_sms / "0model_SA_best.pth.tar"  # trained on fashionmnist
+    err = user_error(main_sms, ["--dataset", "mnist", "--data", str(tmp_path), "--no_download", "--arch", "conv2",
+                                "--dense", str(dense), "--save_dir", str(tmp_path / "x")], capsys)
+    assert "--dense" in err and "fashionmnist" in err
+
+
 def test_settings_accept_the_official_names():
     settings = SMSSettings(vary="pruned_seed", soup="GreedySoup")
     assert (settings.vary, settings.soup) == ("seed", "greedy")

@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     settings.validate(config)
     kind = "imp_budget" if settings.imp_budget else settings.soup
     save_dir = Path(args.save_dir or f"runs/sms_{args.dataset}_{args.arch}_{kind}_m{settings.candidates}_seed{args.seed}")
+    if settings.dense:  # the dense network must come from a run on this data set
+        from ...core.provenance import check_tickets_match
+        from ...data.datasets import dataset_spec
+
+        spec = dataset_spec(args.dataset)
+        check_tickets_match(settings.dense, spec.name, "--dense", spec.mean, spec.std)
     context = init_distributed(args.device)
     factory, device, data = start_training_job(args, save_dir)
     if context.active:
