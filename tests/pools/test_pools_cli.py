@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from helpers import script_env
-from helpers import write_tickets
+from helpers import folder_snapshot, write_tickets
+from lotterypools.config.names import POOL_METHODS
+from lotterypools.core.errors import UserError
+from lotterypools.pools.run import make_rule
 
 SCRIPT = Path(__file__).resolve().parents[2] / "CIFAR" / "Lottery_pools.py"
 
@@ -74,6 +77,32 @@ def test_bad_settings(tmp_path, capsys, flags, fragment):
     assert_one_line_error(run_in_process(capsys, *args), fragment)
 
 
-def test_unknown_method_is_rejected_by_argparse_with_the_choices(capsys):
-    result = run_in_process(capsys, "--interpolate_method", "soup", "--checkpoint", "x")
-    assert result.returncode == 2 and "liner_inter" in result.stderr and "Traceback" not in result.stderr
+@pytest.mark.parametrize("method", ["soup", "lottery_pools", "liner_inter "])
+def test_an_unknown_method_is_refused_naming_the_flag_and_every_method_and_nothing_is_written(tmp_path, capsys, method):
+    tickets = tmp_path / "tickets"
+    write_tickets(tickets, 2)
+    before = folder_snapshot(tickets)
+    result = run_in_process(capsys, "--interpolate_method", method, "--checkpoint", str(tickets), "--arch", "conv2",
+                            "--dataset", "fashionmnist", "--save_dir", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and not result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert ": error: " in last and "--interpolate_method" in last and repr(method) in last
+    named = last[last.index("choose from"):]
+    assert all(repr(m) in named for m in POOL_METHODS) and named.count("'") == 2 * len(POOL_METHODS)
+    assert not (tmp_path / "out").exists() and folder_snapshot(tickets) == before
+
+
+def test_every_method_the_script_offers_has_a_search_rule_and_the_library_refuses_others_in_one_line():
+    """The script's list of methods is the library's: liner_inter draws paths, every other one is a pool rule."""
+    parser_choices = next(a.choices for a in load_script().build_parser()._actions if a.dest == "interpolate_method")
+    assert tuple(parser_choices) == POOL_METHODS
+    rules = {m: make_rule(m, [0.3, 0.7], 0.9) for m in POOL_METHODS if m != "liner_inter"}
+    assert {m: rule.name for m, rule in rules.items()} == {m: m for m in rules}  # each method its own rule
+    assert rules["Lottery_pools"].greedy and rules["Lottery_pools"].coefficients(1) == [0.3, 0.7]
+    assert not rules["interpolate_swa"].greedy and rules["interpolate_swa"].coefficients(3) == [0.25]
+    assert not rules["interpolate_ema"].greedy and rules["interpolate_ema"].coefficients(3) == [0.9]
+    with pytest.raises(UserError) as error:
+        make_rule("soup", [0.5], 0.95)
+    message = str(error.value)
+    assert "\n" not in message and "--interpolate_method 'soup'" in message
+    assert all(m in message for m in POOL_METHODS)

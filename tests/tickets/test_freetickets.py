@@ -16,7 +16,6 @@ from helpers import CPU, REPO, folder_fingerprint, tiny_model_factory, tiny_spli
 from lotterypools.analysis.calibration import ECE_BINS
 from lotterypools.core.errors import UserError
 from lotterypools.tickets.freetickets import FreeTicketsRun, RunConfig, cifar_sources, edst_plan, imagenet_plan, single_plan
-from lotterypools.training.engine import IMPEngine
 from lotterypools.training.loop import TrainingHook
 from lotterypools.training.sparse import SparseConfig
 from lotterypools.analysis.freetickets import calibration_summary, disagreement_summary, kl_summary, predict_summary
@@ -222,22 +221,32 @@ def tiny_edst_run(folder: Path, hooks=()) -> FreeTicketsRun:
                           log=lambda line: None, progress=False)
 
 
-def test_an_edst_run_killed_mid_epoch_resumes_on_the_round_trainer_as_imp_does(tmp_path, monkeypatch):
-    whole = tiny_edst_run(tmp_path / "whole").run()
+class RecordSteps(TrainingHook):
+    """Records the (epoch, run-wide step) of every optimiser step and the epochs that finish."""
+
+    def __init__(self):
+        self.steps, self.epochs = [], []
+
+    def after_step(self, step):
+        self.steps.append((step.epoch, step.step))
+
+    def end_of_epoch(self, epoch, model, stats):
+        self.epochs.append(epoch)
+        return False
+
+
+def test_an_edst_run_killed_mid_epoch_resumes_on_the_round_trainer_as_imp_does(tmp_path):
+    whole_steps = RecordSteps()
+    whole = tiny_edst_run(tmp_path / "whole", hooks=[whole_steps]).run()
     assert [r["ticket"] for r in whole] == ["model_0.pth", "model_1.pth"]
+    assert whole_steps.epochs == [0, 1, 2] and len(whole_steps.steps) == 3 * 6
     with pytest.raises(KilledMidEpoch):
         tiny_edst_run(tmp_path / "cut", hooks=[KillAtStep(2 * 6 + 3)]).run()  # in the third epoch
     assert torch.load(tmp_path / "cut" / "progress" / "edst.pth", weights_only=True)["next_epoch"] == 2
-    continued_from = []
-    train_round = IMPEngine._train_round
-
-    def spy(self, model, progress, plan):
-        continued_from.append(progress.next_epoch)
-        return train_round(self, model, progress, plan)
-
-    monkeypatch.setattr(IMPEngine, "_train_round", spy)  # IMP's round trainer does the resuming
-    resumed = tiny_edst_run(tmp_path / "cut").run()
-    assert continued_from == [2]
+    resumed_steps = RecordSteps()
+    resumed = tiny_edst_run(tmp_path / "cut", hooks=[resumed_steps]).run()
+    # the resumed run trains only the killed epoch, from its first step, with the run-wide step numbers
+    assert resumed_steps.epochs == [2] and resumed_steps.steps == whole_steps.steps[2 * 6:]
     untimed = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]
     assert untimed(resumed) == untimed(whole)
     # provenance.json (times, runs) and the lock files say how the run went, not what it computed

@@ -13,7 +13,7 @@ from lotterypools.core.torchfiles import load_file
 from lotterypools.training.masks import load_pruned_state, split_pruned_state
 from lotterypools.data.datasets import BatchSource
 from lotterypools.core.errors import UserError
-from lotterypools.tickets.imp import IMPConfig, IMPRun
+from lotterypools.tickets.imp import IMPRun
 from lotterypools.training.masks import masks_of, prunable_names
 from lotterypools.training.loop import build_optimizer, train_one_epoch
 from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
@@ -232,8 +232,3 @@ def test_random_pruning_keeps_the_same_counts_but_other_weights(tmp_path):
     _, b = split_pruned_state(state_of(paths.round_checkpoint(random.save_dir, 1)))
     assert sum(int(m.sum()) for m in a.values()) == sum(int(m.sum()) for m in b.values())
     assert any(not torch.equal(a[k], b[k]) for k in a)
-
-
-def test_config_defaults_are_the_originals():
-    config = IMPConfig(arch="resnet18", dataset="cifar100")
-    assert (config.epochs, config.rate, config.milestones, config.lr) == (182, 0.2, [91, 136], 0.1)

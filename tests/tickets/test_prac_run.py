@@ -78,14 +78,38 @@ def test_checkpoints_carry_the_original_prac_keys(finished):
     assert checkpoint["init_weight"] is not None and any(k.endswith("weight_mask") for k in checkpoint["state_dict"])
 
 
-def test_next_set_is_this_rounds_forgotten_samples_plus_disagreements(finished):
-    checkpoint = torch.load(finished / "1checkpoint.pth.tar", map_location="cpu", weights_only=True)
-    from lotterypools.tickets.prac import critical_for_training, forgetting_counts
+def forgotten_or_never_learned(table: torch.Tensor) -> set[int]:
+    """Samples seen this round that went from correct to wrong at least once, or were never correct (zero_out, 0)."""
+    chosen = set()
+    for index, row in enumerate(table.tolist()):
+        seen = [value for value in row if value >= 0]
+        if seen and (1 not in seen or any(a == 1 and b == 0 for a, b in zip(seen, seen[1:]))):
+            chosen.add(index)
+    return chosen
 
-    cet = critical_for_training(forgetting_counts(checkpoint["prediction"]), "zero_out", 0)
+
+def predicted_classes(folder: Path, round_index: int, images: torch.Tensor) -> torch.Tensor:
+    """The round's best-validation ticket's predicted class for every image (un-augmented, eval mode)."""
+    weights, _ = read_ticket(folder / f"{round_index}model_SA_best.pth.tar")
+    model = tiny_model_factory()()
+    model.load_state_dict(weights)
+    with torch.no_grad():
+        return model.eval()(images).argmax(1)
+
+
+def test_next_set_is_this_rounds_forgotten_samples_plus_disagreements(finished):
+    """Round 2 trains on exactly CET(round 1) ∪ CEP(dense ticket vs round-1 ticket), both computed here."""
+    checkpoint = torch.load(finished / "1checkpoint.pth.tar", map_location="cpu", weights_only=True)
+    cet = forgotten_or_never_learned(checkpoint["prediction"])
+    images = noisy_splits().train.images.float() / 255
+    disagree = predicted_classes(finished, 0, images) != predicted_classes(finished, 1, images)
+    cep = set(torch.nonzero(disagree).flatten().tolist())
     following = torch.load(finished / "2checkpoint.pth.tar", map_location="cpu", weights_only=True)["sequence"]
-    assert set(cet.tolist()) <= set(following.tolist())  # CET of round 1 is in round 2's set, and CEP fills the rest
-    assert set(cet.tolist()) <= set(checkpoint["sequence"].tolist())
+    assert sorted(following.tolist()) == sorted(cet | cep)
+    assert cet <= set(checkpoint["sequence"].tolist())  # CET comes from the samples round 1 trained on
+    assert cep - cet, "CEP adds samples CET lacks here, so the union is tested, not CET alone"
+    record = json.loads(sets_file(finished).read_text())[1]
+    assert (record["cet"], record["cep"], record["next"]) == (len(cet), len(cep), len(cet | cep))
 
 
 def test_resume_mid_round_gives_the_same_tickets_as_an_uninterrupted_run(finished, tmp_path):

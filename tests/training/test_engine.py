@@ -9,14 +9,14 @@ from lotterypools.formats import openlth, paths
 from lotterypools.formats.original import OriginalLayout
 from lotterypools.core.torchfiles import load_file
 from lotterypools.training.masks import split_pruned_state
-from lotterypools.config.settings import IMPConfig
+from lotterypools.tickets.imp import IMPRun
 from lotterypools.training.engine import EpochResult, IMPEngine, RoundPlan, RoundPolicy, choose_ticket, fit, optimizer_at
 from lotterypools.core.errors import UserError
 from lotterypools.training.masks import density
 from lotterypools.formats.openlth import OpenLTHLayout
 from lotterypools.training.sources import SplitEvaluator, SplitTrainData
 from lotterypools.training.loop import CorrectnessRecorder, TrainingHook
-from helpers import CPU, folder_snapshot, state_of, tiny_config, tiny_imp_run, tiny_model_factory, tiny_splits
+from helpers import CPU, folder_fingerprint, folder_snapshot, state_of, tiny_config, tiny_model_factory, tiny_splits
 from helpers import user_error
 
 
@@ -259,14 +259,21 @@ def test_bad_training_settings_are_one_line_errors(settings, message):
         tiny_config(**settings).validate()
 
 
-def test_config_defaults_are_the_cifar_scripts():
-    config = IMPConfig()
-    assert (config.pruning_times, config.prune_type, config.rewind_epoch, config.seed) == (16, "lt", 3, 1)
-    assert (config.epochs, config.milestones, config.lr, config.batch_size) == (182, [91, 136], 0.1, 128)
-
-
-def test_tiny_imp_run_is_the_engine(tmp_path):
-    assert isinstance(tiny_imp_run(tmp_path / "run"), IMPEngine)
+def test_an_imp_run_writes_what_the_engine_writes_with_the_original_layout(tmp_path):
+    """IMPRun is a convenience over IMPEngine: the same config, data and layout give the same files and records."""
+    config = tiny_config(pruning_times=2, prune_type="rewind_lt", rewind_epoch=1)
+    run = IMPRun(config, tiny_model_factory(), tiny_splits(), CPU, tmp_path / "run", log=lambda line: None,
+                 progress=False)
+    run_summary = run.run()
+    engine_summary = engine(tmp_path / "engine", pruning_times=2, prune_type="rewind_lt", rewind_epoch=1).run()
+    untimed = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert untimed(run_summary) == untimed(engine_summary) and [r["round"] for r in run_summary] == [0, 1]
+    # provenance.json and the lock files say how the run went (times, data source), not what it computed
+    results = lambda folder: {name: value for name, value in folder_fingerprint(folder).items()
+                              if name != "provenance.json" and not name.startswith(".")}
+    written = results(tmp_path / "run")
+    assert {"0model_SA_best.pth.tar", "1model_SA_best.pth.tar", "summary.json", "settings.json"} <= written.keys()
+    assert written == results(tmp_path / "engine")
 
 
 def cli_run_flags(cli_run, **changes: str) -> list[str]:
