@@ -150,7 +150,8 @@ def test_the_experiment_gives_the_records_of_the_commands_it_replaces(finished, 
 
     weights = nonzero_weights(finished / "out" / "imp" / "seed3")
     assert weights[1] < weights[0]
-    row = f"| 1 | 80.00% | {weights[1]} | 3 | 3 | {weights[0] + weights[1]} | 4 | 4 |"
+    density = next(c["density"] for c in summary["test_acc"]["ticket"] if c["round"] == 1)
+    row = f"| 1 | {100 * density:.2f}% | {weights[1]} | 3 | 3 | {weights[0] + weights[1]} | 4 | 4 |"
     assert "SMS (uniform soup of 2): epochs" in cost and row in cost, cost
 
 
