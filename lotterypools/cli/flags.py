@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 from ..config.imagenet import ImageNetData
 from ..config.names import SEVERITIES
 from ..config.pools import PoolSearchSettings
-from ..config.settings import add_config_arguments, parse_epoch_list
+from ..config.settings import add_config_arguments
 from .aliases import PRINT_FREQ, add_no_effect_flags, aliases_of
 from ..core.console import add_progress_argument
 
@@ -64,11 +64,6 @@ def training_parser(description: str) -> argparse.ArgumentParser:
     add_model_arguments(parser)
     add_training_arguments(parser)
     return parser
-
-
-def parse_milestones(text: str) -> list[int]:
-    """``"91,136"`` -> ``[91, 136]``."""
-    return parse_epoch_list(text)
 
 
 def default_save_dir(args: argparse.Namespace) -> Path:

@@ -93,14 +93,19 @@ class PoolSettings:
         return f"{name}_prune_after" if self.prune_mode == "after" else name
 
 
+# The search rule of each greedy-walk method from (coefficients, EMA value); liner_inter is a path, not a walk.
+RULE_BUILDERS: dict[str, Callable[[Sequence[float], float], PoolRule]] = {
+    "Lottery_pools": lambda coefficients, ema_value: lottery_pools_rule(coefficients),
+    "interpolate_swa": lambda coefficients, ema_value: swa_rule(),
+    "interpolate_ema": lambda coefficients, ema_value: ema_rule(ema_value),
+}
+
+
 def make_rule(method: str, coefficients: Sequence[float], ema_value: float) -> PoolRule:
-    if method == "Lottery_pools":
-        return lottery_pools_rule(coefficients)
-    if method == "interpolate_swa":
-        return swa_rule()
-    if method == "interpolate_ema":
-        return ema_rule(ema_value)
-    raise UserError(f"unknown --interpolate_method {method!r}: choose one of {', '.join(METHODS)}")
+    """The search rule of ``method`` (a key of :data:`RULE_BUILDERS`), or a one-line error naming the methods."""
+    if method not in RULE_BUILDERS:
+        raise UserError(f"unknown --interpolate_method {method!r}: choose one of {', '.join(METHODS)}")
+    return RULE_BUILDERS[method](coefficients, ema_value)
 
 
 def evaluate_tickets(store: TicketStore, evaluator: PoolEvaluator, fields: Mapping | None = None,

@@ -37,10 +37,11 @@ def prune_globally(model: nn.Module, rate: float, include_linear: bool = False, 
     """
     parameters = [(module, "weight") for _, module in prunable_modules(model, include_linear)]
     refresh_masked_weights(model)
-    if random:
-        if generator_seed is not None:
-            torch.manual_seed(generator_seed)
-        prune.global_unstructured(parameters, pruning_method=prune.RandomUnstructured, amount=rate)
+    if random:  # RandomUnstructured draws from the global generator: seed it for this call only
+        with torch.random.fork_rng(devices=[]):
+            if generator_seed is not None:
+                torch.manual_seed(generator_seed)
+            prune.global_unstructured(parameters, pruning_method=prune.RandomUnstructured, amount=rate)
     else:
         prune.global_unstructured(parameters, pruning_method=prune.L1Unstructured, amount=rate)
 

@@ -76,3 +76,17 @@ def test_pruning_ranks_the_current_weights_not_the_last_forward_pass():
     prune_globally(model, 0.5)
     # the scaled layer's survivors now outrank every other weight, so none of them may be pruned
     assert torch.equal(conv.weight_mask, survivors)
+
+
+def test_random_pruning_is_seeded_and_leaves_the_global_generator_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    chosen = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model = tiny_model_factory()()
+        torch.manual_seed(123)  # the global state the caller had before pruning
+        prune_globally(model, 0.5, random=True, generator_seed=7)
+        assert torch.equal(torch.rand(3), expected_next)  # pruning did not move or reseed the caller's generator
+        chosen.append(masks_of(model))
+    assert all(torch.equal(chosen[0][k], chosen[1][k]) for k in chosen[0])
