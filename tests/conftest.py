@@ -53,3 +53,11 @@ def main_imp():
 @pytest.fixture(scope="session")
 def main_train():
     return load_script_main("main_train.py")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A tiny Fashion-MNIST in idx files: 100 training, 5000 validation and 60 test images."""
+    root = tmp_path_factory.mktemp("data")
+    write_mnist_like(root / "fashionmnist", train=5100, test=60)
+    return root

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import CPU, tiny_imp_run, write_mnist_like
+from helpers import CPU, command, tiny_imp_run
 from lotterypools.formats import paths
 from lotterypools.formats.original import load_file
 from lotterypools.training.guards import DivergenceError, FiniteWatch, check_finite, check_ticket_density
@@ -20,17 +20,6 @@ TINY = ["--model", "conv2", "--data", "fashionmnist", "--no_download", "--device
 SPARSE = ["--sparse", "--sparse-init", "ERK", "--update-frequency", "2", "--growth", "gradient", "--density", "0.3"]
 
 
-def command(name: str):
-    import importlib
-
-    return importlib.import_module(f"lotterypools.cli.commands.{name}").main
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("reldata")
-    write_mnist_like(root / "fashionmnist", train=5100, test=60)  # 100 train / 5000 val / 60 test
-    return root
 
 
 def last_error_line(capsys) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import CPU, REPO, folder_fingerprint, tiny_model_factory, tiny_splits, write_mnist_like
+from helpers import CPU, REPO, command, folder_fingerprint, tiny_model_factory, tiny_splits
 from lotterypools.analysis.calibration import ECE_BINS
 from lotterypools.core.errors import UserError
 from lotterypools.tickets.freetickets import FreeTicketsRun, RunConfig, cifar_sources, edst_plan, imagenet_plan, single_plan
@@ -26,18 +26,6 @@ SPARSE = ["--sparse", "--sparse-init", "ERK", "--update-frequency", "2", "--deat
           "0.8", "--growth", "gradient", "--death", "magnitude", "--redistribution", "none", "--density", "0.3"]
 
 
-def command(name: str):
-    """``main`` of ``lotterypools.cli.commands.<name>`` (run in this process: quicker than a subprocess)."""
-    import importlib
-
-    return importlib.import_module(f"lotterypools.cli.commands.{name}").main
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ftdata")
-    write_mnist_like(root / "fashionmnist", train=5100, test=60)  # 100 train / 5000 val / 60 test
-    return root
 
 
 def run_cli(script: str, *args: str, cwd: Path, folder: str = "CIFAR", timeout: int = 300) -> subprocess.CompletedProcess:
