@@ -7,6 +7,8 @@ Example (three candidates differing in their seed, uniform soups, IMP's 20% per 
 Candidates of a phase run one after another, or one per process under torchrun (gloo on CPUs, nccl on GPUs):
     torchrun --nproc_per_node 3 main_SMS.py ... (the same flags)
 Rerunning the same command continues the run: written phases are kept, finished candidates too.
+--epochs, --lr, --decreasing_lr and --batch_size are each candidate's, per phase; under torchrun a candidate trains
+on one process with the whole --batch_size (the batch is not split: processes train different candidates).
 """
 
 from __future__ import annotations
