@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..core.errors import UserError
 from .settings import IMPConfig, setting
@@ -83,6 +84,9 @@ class SMSSettings:
                                      ("retrain_schedule", self.retrain_schedule, RETRAIN_SCHEDULES)):
             if value not in allowed:
                 raise UserError(f"unknown --{name} {value!r}: choose one of {', '.join(allowed)}")
+        if self.dense and not Path(self.dense).is_file():
+            raise UserError(f"--dense {self.dense}: no such file; give a dense checkpoint such as an IMP run's "
+                            f"0model_SA_best.pth.tar, or omit --dense to train phase 0")
         values = self.value_list
         if self.vary == "seed" and values:
             raise UserError("--values is for --vary weight_decay or lr; with --vary seed the candidates take "

@@ -184,6 +184,7 @@ class SMSRun:
         self.progress, self.plot_curve = progress, plot_curve
         self.layout = OriginalLayout(self.save_dir, config)
         self.rate, self.pruned_phases = settings.pruning(config)
+        self.dense = self._read_dense(Path(settings.dense)) if settings.dense else None  # checked before any write
 
     # ---------------------------------------------------------------- entry point
     def run(self) -> list[dict]:
@@ -322,18 +323,20 @@ class SMSRun:
             raise UserError(f"{candidate.folder} holds no finished training: rerun the same command to finish it")
         return {"val_acc": summary[0]["val_acc"], "test_acc": summary[0]["test_acc"]}
 
-    def _write_dense(self, path: Path, started: float) -> None:
-        if not path.is_file():
-            raise UserError(f"--dense {path}: no such file; give a dense checkpoint such as an IMP run's "
-                            f"0model_SA_best.pth.tar, or omit --dense to train phase 0")
+    def _read_dense(self, path: Path) -> Weights:
+        """The ``--dense`` network's weights, or a one-line error when it is pruned or does not fit the model."""
+        from ..core.torchfiles import check_compatible
+
         weights, masks = read_ticket(path)
         if masks and density(masks) < 1.0:
             raise UserError(f"--dense {path} is a pruned network (density {100 * density(masks):.1f}%): give the "
                             f"dense ticket (round 0)")
-        model = self.model_factory()
-        from ..core.torchfiles import check_compatible
+        check_compatible(weights, self.model_factory().state_dict(), path,
+                         f"--arch {self.config.arch} on {self.config.dataset}")
+        return weights
 
-        check_compatible(weights, model.state_dict(), path, f"--arch {self.config.arch} on {self.config.dataset}")
+    def _write_dense(self, path: Path, started: float) -> None:
+        weights = self.dense
         scorer = SoupScorer(self.model_factory, self.data, self.device, self.config, 0, 0)
         val, test = scorer.evaluate(weights)
         record = {"round": 0, "density": 1.0, "val_acc": val, "best_val_acc": val, "test_acc": test, "members": 1,

@@ -225,6 +225,18 @@ def test_a_dense_network_from_another_data_set_is_refused(main_sms, cli_sms, cap
     assert "--dense" in err and "fashionmnist" in err
 
 
+def test_a_bad_dense_network_writes_nothing_so_the_fixed_command_runs(main_sms, cli_sms, capsys, tmp_path):
+    flags = sms_flags(cli_sms.parent / "data")
+    save = tmp_path / "x"
+    pruned = cli_sms / "1model_SA_best.pth.tar"
+    for dense, expected in ((tmp_path / "missing.pth.tar", "no such file"), (pruned, "is a pruned network")):
+        err = user_error(main_sms, [*flags, "--dense", str(dense), "--save_dir", str(save)], capsys)
+        assert f"--dense {dense}" in err and expected in err
+        assert not (save / "settings.json").exists()
+    main_sms([*flags, "--dense", str(cli_sms / "0model_SA_best.pth.tar"), "--save_dir", str(save)])
+    assert json.loads(paths.summary(save).read_text())[0]["epochs"] == 0  # the dense phase was read, not trained
+
+
 def test_settings_accept_the_official_names():
     settings = SMSSettings(vary="pruned_seed", soup="GreedySoup")
     assert (settings.vary, settings.soup) == ("seed", "greedy")
