@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable
 
@@ -14,6 +15,7 @@ class UserError(Exception):
 RESUME_FLAG = "interrupted: finished rounds and checkpoints are kept; rerun the same command with --resume to continue"
 NOTHING_TO_RESUME = "interrupted: files written before the interrupt are kept; nothing else was saved"
 RERUN_CONTINUES = "interrupted: finished work is kept; rerun the same command to continue where it stopped"
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: how a shell reports a program whose reader went away (``... | head``)
 POOLS_RERUN = ("interrupted: the record of every finished target is kept in pools_results.json; rerun the same "
                "command to run only the missing targets")
 
@@ -39,7 +41,14 @@ def cli_entry(main: Callable[..., object] | None = None, *, interrupted: str = R
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            result = main(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush (a traceback there)
+            return result
+        except BrokenPipeError:
+            if not stdout_closed():
+                raise  # another pipe broke (a child process, a socket): that is a real error
+            quiet_closed_stdout()
+            sys.exit(SIGPIPE_EXIT)
         except UserError as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(2)
@@ -55,3 +64,26 @@ def cli_entry(main: Callable[..., object] | None = None, *, interrupted: str = R
             sys.exit(2)
 
     return wrapper
+
+
+def stdout_closed() -> bool:
+    """Whether nobody reads stdout any more (a pipe whose reader exited reports an error condition to poll)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout: take the error as stdout's
+        return True
+
+
+def quiet_closed_stdout() -> None:
+    """Point stdout at /dev/null, so output still buffered for a reader that went away is dropped without a word."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (a test's captured one): nothing is flushed to a pipe at exit
+        pass
+    finally:
+        os.close(devnull)

@@ -266,3 +266,30 @@ def test_gain_over_densities_averages_each_seed_first_and_sampling_error_is_bino
     assert summary["values"] == [2.0, 0.0, 2.0] and summary["n"] == 3
     assert sampling_error(90.0, 10_000) == pytest.approx(0.3)  # sqrt(0.9 * 0.1 / 10000) = 0.003
     assert sampling_error(90.0, None) is None
+
+
+def test_print_commands_into_a_closed_pipe_ends_quietly(tmp_path):
+    spec = tiny_spec(tmp_path, tmp_path / "data", extra=SMS_TABLES)
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader went away before the first line, as `| head -3` does after its third
+    try:
+        result = subprocess.run([sys.executable, str(REPO / "experiments" / "run.py"), str(spec), "--print_commands"],
+                                cwd=REPO, stdout=writer, stderr=subprocess.PIPE, text=True, env=script_env(), timeout=300)
+    finally:
+        os.close(writer)
+    assert result.stderr == "" and result.returncode == 141, result.stderr
+
+
+def test_a_broken_pipe_that_is_not_stdout_still_raises(monkeypatch):
+    from lotterypools.core.errors import cli_entry
+
+    @cli_entry
+    def failing() -> None:
+        raise BrokenPipeError("a child process's pipe")
+
+    reader, writer = os.pipe()
+    with open(writer, "w") as stdout:  # stdout itself still has its reader
+        monkeypatch.setattr(sys, "stdout", stdout)
+        with pytest.raises(BrokenPipeError):
+            failing()
+    os.close(reader)
