@@ -38,7 +38,8 @@ Keys are the scripts' own flag names, so a spec says nothing a command line coul
 script's own parser before any work starts. A method table may add ``seeds`` (run it on some seeds only) and
 ``group`` (a results folder of its own, for a variant whose settings differ, e.g. the full BN pass on one seed).
 SMS variants start from each seed's dense IMP ticket (``--dense``), so they share it with the pool methods; their
-soups join the first group's tables as rows at the IMP densities they reach.
+soups join the first group's tables as rows at the IMP densities they reach. SMS inherits ``[imp]``'s
+``include_linear`` (a different value in ``[sms]`` is refused: the soups would miss IMP's densities).
 """
 
 from __future__ import annotations
@@ -163,11 +164,26 @@ def _own_seeds(table: Mapping[str, Any], seeds: tuple[int, ...], where: str, pat
     return own
 
 
-def _sms_variants(sms: dict, seeds: tuple[int, ...], path: Path) -> tuple[SMSVariant, ...]:
+def _check_include_linear(flags: Mapping[str, Any], imp: Mapping[str, Any], where: str, path: Path) -> None:
+    """SMS prunes what IMP prunes: a table that sets ``include_linear`` to another value than ``[imp]`` is refused."""
+    wanted = bool(imp.get("include_linear", False))
+    if "include_linear" in flags and bool(flags["include_linear"]) != wanted:
+        raise UserError(f"{path}: [{where}] sets include_linear = {str(bool(flags['include_linear'])).lower()} but "
+                        f"[imp] prunes {'every conv and linear' if wanted else 'only the conv'} weights, so the soups "
+                        f"would not land on IMP's densities: remove include_linear from [{where}] (SMS takes [imp]'s)")
+
+
+def _inherit_include_linear(flags: dict, imp: Mapping[str, Any]) -> dict:
+    """``[imp]``'s include_linear for an SMS variant that does not repeat it (first, as a spec that repeats it)."""
+    return {"include_linear": True, **flags} if imp.get("include_linear", False) else flags
+
+
+def _sms_variants(sms: dict, seeds: tuple[int, ...], imp: Mapping[str, Any], path: Path) -> tuple[SMSVariant, ...]:
     tables = _sub_tables(sms, "sms", "variants", "variant", path)
     if sms and not tables:
         raise UserError(f"{path}: [sms] has no [[sms.variants]]: add one, e.g. label = \"uniform\"")
     _check_reserved(sms, "sms", path, frozenset(SMS_RESERVED))
+    _check_include_linear(sms, imp, "sms", path)
     variants = []
     for index, table in enumerate(tables):
         where = f"sms.variants[{index}]"
@@ -175,7 +191,9 @@ def _sms_variants(sms: dict, seeds: tuple[int, ...], path: Path) -> tuple[SMSVar
             raise UserError(f"{path}: {where} has no label: add e.g. label = \"uniform\" (its results folder)")
         own = {k: v for k, v in table.items() if k not in ("label", "seeds")}
         _check_reserved(own, where, path, frozenset(SMS_RESERVED))
-        variants.append(SMSVariant(_folder_name(table["label"], f"{where}.label", path), {**sms, **own},
+        _check_include_linear(own, imp, where, path)
+        flags = _inherit_include_linear({**sms, **own}, imp)
+        variants.append(SMSVariant(_folder_name(table["label"], f"{where}.label", path), flags,
                                    _own_seeds(table, seeds, where, path)))
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
@@ -215,7 +233,7 @@ def parse_spec(raw: Mapping[str, Any], path: Path) -> ExperimentSpec:
                           data=str(data.get("data", "data")), arch=arch, imp_flags=imp,
                           methods=_methods(_table(raw, "pools", path, required=False), seeds, path),
                           ensemble_k=_ensemble_k(_table(raw, "ensemble", path, required=False), path), source=path,
-                          sms=_sms_variants(_table(raw, "sms", path, required=False), seeds, path))
+                          sms=_sms_variants(_table(raw, "sms", path, required=False), seeds, imp, path))
 
 
 def read_spec(path: str | Path) -> ExperimentSpec:

@@ -24,7 +24,7 @@ POOL_FLAGS = ["--search_num", "2", "--bn_batches", "2", "--device", "cpu", "--in
               "--interpolation_value_list", "0.5"]
 
 
-def tiny_spec(folder: Path, data: Path, seeds: str = "[3, 4]", extra: str = "") -> Path:
+def tiny_spec(folder: Path, data: Path, seeds: str = "[3, 4]", extra: str = "", imp_extra: str = "") -> Path:
     text = f"""
 [experiment]
 name = "tiny"
@@ -45,7 +45,7 @@ decreasing_lr = "1"
 batch_size = 32
 device = "cpu"
 no_download = true
-
+{imp_extra}
 [pools]
 search_num = 2
 bn_batches = 2
@@ -266,6 +266,32 @@ def test_gain_over_densities_averages_each_seed_first_and_sampling_error_is_bino
     assert summary["values"] == [2.0, 0.0, 2.0] and summary["n"] == 3
     assert sampling_error(90.0, 10_000) == pytest.approx(0.3)  # sqrt(0.9 * 0.1 / 10000) = 0.003
     assert sampling_error(90.0, None) is None
+
+
+ALL_LAYERS = "include_linear = true\n"
+SMS_ONE = '[sms]\nepochs = 1\n{sms}\n[[sms.variants]]\nlabel = "u"\n{variant}'
+
+
+@pytest.mark.parametrize("imp_extra, sms, variant, fragment", [
+    (ALL_LAYERS, "include_linear = false", "", "[sms] sets include_linear = false but [imp] prunes every conv and linear"),
+    ("", "include_linear = true", "", "[sms] sets include_linear = true but [imp] prunes only the conv"),
+    (ALL_LAYERS, "", "include_linear = false", "[sms.variants[0]] sets include_linear = false"),
+], ids=["sms_off", "imp_off", "variant_off"])
+def test_sms_pruning_another_scope_than_imp_is_refused_in_one_line(imp_extra, sms, variant, fragment, tmp_path, capsys):
+    spec = tiny_spec(tmp_path, tmp_path / "data", extra=SMS_ONE.format(sms=sms, variant=variant), imp_extra=imp_extra)
+    with pytest.raises(SystemExit) as stop:
+        main([str(spec), "--print_commands"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+
+
+@pytest.mark.parametrize("imp_extra, sms, expected", [(ALL_LAYERS, "", True), (ALL_LAYERS, "include_linear = true", True),
+                                                      ("", "", False)], ids=["inherited", "repeated", "conv_only"])
+def test_sms_inherits_imps_include_linear(imp_extra, sms, expected, tmp_path, capsys):
+    main([str(tiny_spec(tmp_path, tmp_path / "data", extra=SMS_ONE.format(sms=sms, variant=""), imp_extra=imp_extra)),
+          "--print_commands"])
+    sms_lines = [line for line in capsys.readouterr().out.splitlines() if "main_sms" in line]
+    assert len(sms_lines) == 2 and all(("--include_linear" in line) == expected for line in sms_lines)
 
 
 def test_print_commands_into_a_closed_pipe_ends_quietly(tmp_path):
