@@ -23,6 +23,7 @@ from ..training.sparse import masks_density
 TICKET_SUFFIXES = (".pth", ".pt", ".tar")
 NOT_TICKETS = ("trajectory", "history", "checkpoint.pth", ".")
 DENSITY_TOLERANCE = 0.01
+RESULTS_NAME = "ensemble_results.json"  # ensemble_freetickets.py's numbers, one entry per mode, in the tickets' folder
 
 
 def _natural_key(path: Path) -> list:
@@ -190,6 +191,24 @@ def _mean_std(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str], stat
         std = float(values.std(correction=0 if statistics == "original" else 1)) if len(values) > 1 else 0.0
         summary[key] = {"mean": float(values.mean()), "std": std}
     return summary
+
+
+def read_predict_results(folder: str | Path, missing_ok: bool = False) -> dict | None:
+    """The ``predict`` entry of ``<folder>/ensemble_results.json`` (:func:`predict_summary`'s numbers with the
+    members' densities); ``None`` when there is none yet and ``missing_ok``."""
+    import json
+
+    path = Path(folder) / RESULTS_NAME
+    try:
+        result = json.loads(path.read_text()).get("predict") if path.exists() else None
+        if result is not None:
+            float(result["ensemble"]["accuracy"]), float(result["member_mean"]["accuracy"]["mean"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise UserError(f"{path}: not ensemble_freetickets.py's results ({error.__class__.__name__}: {error}): rerun "
+                        f"ensemble_freetickets.py --mode predict on {folder}") from None
+    if result is None and not missing_ok:
+        raise UserError(f"{path} has no predict results: run ensemble_freetickets.py --mode predict --tickets_dir {folder}")
+    return result
 
 
 # ---------------------------------------------------------------------------------------------- t-SNE

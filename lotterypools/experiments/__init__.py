@@ -1,5 +1,5 @@
 """Whole comparisons from one spec file: IMP per seed, pool methods per seed, the ensemble reference, Sparse Model
-Soups variants, the report.
+Soups variants, FreeTickets EDST, the report.
 
 :mod:`.spec` reads the TOML spec, :mod:`.plan` turns it into the scripts' own command lines, :mod:`.runner` runs
 them (resumably, several at once if asked) and :mod:`.report` writes the tables and figures over the seeds.
@@ -7,17 +7,18 @@ them (resumably, several at once if asked) and :mod:`.report` writes the tables 
 
 from __future__ import annotations
 
+from pathlib import Path
 
 from ..core.console import log
 from ..pools.results import JSON_NAME
-from .plan import Job, ensemble_folder, groups, plan_jobs, pools_folder, sms_folder
+from .plan import Job, edst_folder, ensemble_folder, groups, plan_jobs, pools_folder, sms_folder
 from .spec import ExperimentSpec
 
 
 def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
     """Write ``report/<group>/`` for every results group whose seeds have results; returns the summaries."""
     from ..analysis.aggregate import read_run_folder
-    from .report import add_reference, add_sms_rows, write_cost_table, write_report
+    from .report import add_edst_rows, add_reference, add_sms_rows, write_cost_table, write_report
 
     summaries = {}
     for group in groups(spec):
@@ -32,13 +33,21 @@ def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
             add_reference(runs, {seed: path for seed, path in ensembles.items() if path.exists()})
         sms_epochs = add_sms_rows(runs, {v.label: {s: sms_folder(spec, v.label, s) for s in v.seeds} for v in spec.sms}) \
             if first else {}
+        edst = add_edst_rows(runs, _edst_folders(spec)) if first else []
         out = spec.output / "report" / group
         summaries[group] = write_report(runs, out)
         if first:
-            write_cost_table(runs, sms_epochs, spec.ensemble_k, out)
+            write_cost_table(runs, sms_epochs, spec.ensemble_k, out, edst)
         log(f"report {group}: {len(runs)} seeds -> {out} (table.md/.csv/.tex, gain.md/.csv/.tex, aggregate.json, "
             f"accuracy_vs_density.png, gain_vs_density.png)")
     return summaries
+
+
+def _edst_folders(spec: ExperimentSpec) -> dict[float, dict[int, Path]]:
+    """Every EDST run folder of the spec: density -> seed -> folder (none without ``[edst]``)."""
+    if spec.edst is None:
+        return {}
+    return {d: {s: edst_folder(spec, d, s) for s in spec.edst.seeds} for d in spec.edst.densities}
 
 
 __all__ = ["ExperimentSpec", "Job", "plan_jobs", "report_experiment"]

@@ -6,6 +6,8 @@ Layout under the spec's ``output`` folder::
     pools/<group>/seed<S>/       Lottery_pools.py's results (pools_results.json, every method of the group)
     ensemble/seed<S>/            analyze_tickets.py ensemble's results (the IMP output-ensemble reference)
     sms/<label>/seed<S>/         main_SMS.py's run folder of each Sparse Model Soups variant
+    edst/d<density>/seed<S>/     main_EDST.py's run folder (model_<k>.pth, history_edst.json) and
+                                 ensemble_freetickets.py --mode predict's ensemble_results.json
     report/<group>/              tables, statistics and figures over the seeds
     logs/<job>.log               each job's output
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..core.errors import UserError
-from .spec import ExperimentSpec, SMSVariant
+from .spec import ExperimentSpec, SMSVariant, density_folder
 
 ParserFor = Callable[[str], argparse.ArgumentParser]  # a command module's name -> its parser (given by the cli layer)
 
@@ -32,6 +34,11 @@ IMP_MODULE = "lotterypools.cli.commands.main_imp"
 POOLS_MODULE = "lotterypools.cli.commands.lottery_pools"
 ANALYZE_MODULE = "lotterypools.cli.commands.analyze_tickets"
 SMS_MODULE = "lotterypools.cli.commands.main_sms"
+EDST_MODULE = "lotterypools.cli.commands.main_edst"
+FREETICKETS_ENSEMBLE_MODULE = "lotterypools.cli.commands.ensemble_freetickets"
+EDST_RUN_NAME = "edst"  # main_EDST.py's run name: progress/edst.pth, history_edst.json
+# [edst] flags the ensemble evaluation shares with training (where it runs, the data, the evaluation batch)
+EDST_EVALUATION_FLAGS = ("device", "no_download", "test_batch_size", "test-batch-size")
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,10 @@ def ensemble_folder(spec: ExperimentSpec, seed: int) -> Path:
 
 def sms_folder(spec: ExperimentSpec, label: str, seed: int) -> Path:
     return spec.output / "sms" / label / f"seed{seed}"
+
+
+def edst_folder(spec: ExperimentSpec, density: float, seed: int) -> Path:
+    return spec.output / "edst" / density_folder(density) / f"seed{seed}"
 
 
 def groups(spec: ExperimentSpec) -> list[str]:
@@ -135,13 +146,56 @@ def _sms_job(spec: ExperimentSpec, variant: SMSVariant, seed: int) -> Job:
     return Job(f"sms_{variant.label}_seed{seed}", SMS_MODULE, tuple(args), after=(f"imp_seed{seed}",))
 
 
+def _edst_epochs_done(folder: Path) -> int:
+    from ..formats.freetickets import read_history
+
+    history = read_history(folder, EDST_RUN_NAME, missing_ok=True)
+    return len(history["history"]) if history else 0
+
+
+def _edst_jobs(spec: ExperimentSpec, density: float, seed: int, epochs: int) -> list[Job]:
+    """EDST at ``density`` (a rerun continues after the last finished epoch), then its tickets' output ensemble."""
+    folder, edst = edst_folder(spec, density, seed), spec.edst
+    assert edst is not None
+    name = f"edst_{density_folder(density)}_seed{seed}"
+    train = ["--sparse", "--model", spec.arch, "--dataset", spec.dataset, "--data_dir", spec.data, "--seed", str(seed),
+             "--density", repr(density), *flag_arguments(edst.flags), "--save_dir", str(folder)]
+    shared = {k: v for k, v in edst.flags.items() if k in EDST_EVALUATION_FLAGS}
+    predict = ["--mode", "predict", "--tickets_dir", str(folder), "--model", spec.arch, "--dataset", spec.dataset,
+               "--data_dir", spec.data, "--density", repr(density), *flag_arguments(shared)]
+    return [Job(name, EDST_MODULE, tuple(train), finished=lambda: _edst_epochs_done(folder) >= epochs),
+            Job(f"{name}_ensemble", FREETICKETS_ENSEMBLE_MODULE, tuple(predict), after=(name,),
+                finished=lambda: _has_predict(folder))]
+
+
+def _has_predict(folder: Path) -> bool:
+    from ..analysis.freetickets import read_predict_results
+
+    return read_predict_results(folder, missing_ok=True) is not None
+
+
+def edst_epochs(spec: ExperimentSpec, parser_for: ParserFor) -> int:
+    """The training epochs of one EDST run as main_EDST.py will read them; an impossible schedule is one line now."""
+    from ..tickets.freetickets import edst_plan
+
+    assert spec.edst is not None
+    job = _edst_jobs(spec, spec.edst.densities[0], spec.edst.seeds[0], 0)[0]
+    where = f"{spec.source} [edst]"
+    args = _parse(parser_for(EDST_MODULE), job.args, where)
+    try:
+        return edst_plan(args.epochs, args.epochs_explo, args.model_num, args.lr).epochs
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
+
+
 def pruning_times(spec: ExperimentSpec, parser_for: ParserFor) -> int:
     """The number of IMP networks per seed, as main_imp.py will read it (its own default when the spec is silent)."""
     return int(_parse(parser_for(IMP_MODULE), _imp_job(spec, spec.seeds[0], 0).args, f"{spec.source} [imp]").pruning_times)
 
 
 def plan_jobs(spec: ExperimentSpec, parser_for: ParserFor) -> list[Job]:
-    """Every job of the experiment: IMP per seed, each pool method over the seeds, the ensembles, SMS variants."""
+    """Every job of the experiment: IMP per seed, each pool method over the seeds, the ensembles, SMS variants,
+    EDST per density and seed (each followed by its ensemble's evaluation)."""
     rounds = pruning_times(spec, parser_for)
     # IMP for every seed, then each pool method over the seeds, then the ensembles: with --jobs N the seeds'
     # jobs of one method run side by side, so every method has all its seeds as early as possible
@@ -151,6 +205,10 @@ def plan_jobs(spec: ExperimentSpec, parser_for: ParserFor) -> list[Job]:
     if spec.ensemble_k is not None:
         jobs += [_ensemble_job(spec, seed) for seed in spec.seeds]
     jobs += [_sms_job(spec, variant, seed) for variant in spec.sms for seed in variant.seeds]
+    if spec.edst is not None:
+        epochs = edst_epochs(spec, parser_for)
+        jobs += [job for density in spec.edst.densities for seed in spec.edst.seeds
+                 for job in _edst_jobs(spec, density, seed, epochs)]
     return jobs
 
 

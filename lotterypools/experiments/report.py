@@ -1,12 +1,19 @@
 """Seeds into a report: tables (Markdown, CSV, LaTeX), every number as JSON, and the two figures.
 
 Shared by ``aggregate_results.py`` and the experiment command. Reference rows that are not pool methods
-(the IMP output ensemble, with its inference cost) join the tables through :func:`add_reference`.
+(the IMP output ensemble, with its inference cost) join the tables through :func:`add_reference`, Sparse Model
+Soups through :func:`add_sms_rows` and FreeTickets EDST through :func:`add_edst_rows`.
+
+EDST's density counts every conv and linear weight (first conv and classifier included; ERK or ER decides only
+how they are spread over the layers), the same set IMP prunes globally with ``--include_linear``. An EDST run
+joins the row of the IMP round whose density equals the fraction of IMP's prunable weights its members' masks
+keep, within :data:`DENSITY_TOLERANCE`; a run that matches none is named in ``cost.md`` and the log, not tabled.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -14,11 +21,16 @@ from ..analysis.aggregate import RunFolder, aggregate, csv_rows, gain_markdown, 
 from ..config.names import describe
 from ..core.errors import UserError
 from ..pools.results import METHOD_LABELS, method_label
+from ..core.console import log
 from ..core.records import atomic_write_text, write_csv, write_json
+from .plan import EDST_RUN_NAME
 
 ENSEMBLE_METHOD = "imp_ensemble"
 SMS_PREFIX = "sms_"
-DENSITY_TOLERANCE = 1e-3  # relative: one geometric SMS phase and several IMP rounds differ by torch's rounding
+EDST_METHOD, EDST_MEMBERS = "edst", "edst_members"
+# relative: one geometric SMS phase and several IMP rounds differ by torch's rounding; an EDST --density given to
+# 6 digits (0.262144 for 0.8^6) lands well inside it, 3 digits (0.069 for 0.8^12 = 0.0687) do not
+DENSITY_TOLERANCE = 1e-3
 
 
 def read_ensemble_accuracy(path: Path) -> tuple[int, dict[int, float]]:
@@ -108,16 +120,96 @@ def imp_epochs(run: RunFolder) -> dict[int, float]:
     return out
 
 
+def held_weights(weights: Mapping, masks: Mapping) -> int:
+    """Weights one network holds at inference: masked entries not counted, BN statistics are not weights."""
+    return sum(int(masks[k].sum()) if k in masks else v.numel() for k, v in weights.items()
+               if v.is_floating_point() and not k.endswith(("running_mean", "running_var")))
+
+
 def nonzero_weights(folder: Path) -> dict[int, int]:
-    """Weights a ticket holds at inference (masked entries not counted; BN statistics are not weights), per round."""
+    """Weights a ticket holds at inference (:func:`held_weights`), per round."""
     from ..formats.original import read_ticket, ticket_files
 
     counts = {}
     for ticket in ticket_files(folder):
-        weights, masks = read_ticket(ticket.path)
-        counts[ticket.round] = sum(int(masks[k].sum()) if k in masks else v.numel() for k, v in weights.items()
-                                   if v.is_floating_point() and not k.endswith(("running_mean", "running_var")))
+        counts[ticket.round] = held_weights(*read_ticket(ticket.path))
     return counts
+
+
+def prunable_sizes(folder: Path) -> dict[str, int]:
+    """The weights IMP prunes in a ticket folder (its masked tensors) and their sizes; empty without a pruned ticket."""
+    from ..formats.original import read_ticket, ticket_files
+
+    for ticket in ticket_files(folder):
+        masks = read_ticket(ticket.path)[1]
+        if masks:
+            return {name: mask.numel() for name, mask in masks.items()}
+    return {}
+
+
+def kept_fraction(masks: Mapping, sizes: Mapping[str, int]) -> float:
+    """The fraction of the weights ``sizes`` names (IMP's prunable ones) that ``masks`` keep (unmasked: all kept)."""
+    return sum(int(masks[n].sum()) if n in masks else size for n, size in sizes.items()) / sum(sizes.values())
+
+
+@dataclass
+class EDSTResult:
+    """One finished EDST run: its asked density, what its members keep of IMP's prunable weights, the IMP round
+    that matches (None: none within the tolerance), its cost and its test accuracies."""
+
+    seed: int
+    density: float
+    kept: float
+    round: int | None
+    members: int
+    epochs: int
+    member_weights: int
+    ensemble: float
+    member_mean: float
+    folder: str
+
+
+def read_edst_run(folder: Path, seed: int, density: float, sizes: Mapping[str, int]) -> EDSTResult | None:
+    """An EDST folder's result (None until its training and its ``predict`` evaluation have finished)."""
+    from ..analysis.freetickets import read_predict_results
+    from ..formats.freetickets import read_history, read_ticket
+
+    history = read_history(folder, EDST_RUN_NAME, missing_ok=True)
+    predict = read_predict_results(folder, missing_ok=True)
+    if history is None or predict is None:
+        return None
+    epochs = len(history["config"]["plan"]["lrs"])
+    if len(history["history"]) < epochs:
+        return None
+    members = [read_ticket(folder / ticket["ticket"]) for ticket in history["tickets"]]
+    kept = [kept_fraction(masks, sizes) for _, masks in members]
+    return EDSTResult(seed, density, sum(kept) / len(kept), None, len(members), epochs, held_weights(*members[0]),
+                      float(predict["ensemble"]["accuracy"]), float(predict["member_mean"]["accuracy"]["mean"]),
+                      str(folder))
+
+
+def add_edst_rows(runs: Sequence[RunFolder], folders: Mapping[float, Mapping[int, Path]]) -> list[EDSTResult]:
+    """Add each finished EDST run (``folders[density][seed]``) at the IMP round it matches: the ensemble's test
+    accuracy and its members' mean. Returns every finished run, matched or not (for the cost table and notes)."""
+    results = []
+    for run in runs:
+        sizes = prunable_sizes(Path(run.ticket_folder)) if run.ticket_folder else {}
+        for density, by_seed in folders.items():
+            folder = by_seed.get(run.seed)
+            result = read_edst_run(folder, run.seed, density, sizes) if folder is not None and sizes else None
+            if result is None:
+                continue
+            result.round = matching_round(result.kept, run.density)
+            results.append(result)
+            if result.round is None:
+                log(f"EDST {folder}: keeps {100 * result.kept:.4f}% of IMP's prunable weights, no IMP round of the "
+                    f"report within {DENSITY_TOLERANCE:g} (relative): left out of the tables (see cost.md)")
+                continue
+            run.accuracy[EDST_METHOD, result.round] = result.ensemble
+            run.accuracy[EDST_MEMBERS, result.round] = result.member_mean
+            METHOD_LABELS[EDST_METHOD] = f"EDST ensemble ({result.members} tickets, {result.members}× inference)"
+            METHOD_LABELS[EDST_MEMBERS] = f"EDST tickets (mean of {result.members})"
+    return results
 
 
 def ensemble_members(target: int, rounds: Sequence[int], k: int) -> list[int]:
@@ -127,28 +219,63 @@ def ensemble_members(target: int, rounds: Sequence[int], k: int) -> list[int]:
     return [target, *candidate_order(target, rounds, k + 1)]
 
 
+def _edst_by_round(runs: Sequence[RunFolder], edst: Sequence[EDSTResult]) -> dict[int, EDSTResult]:
+    """The matched EDST run at each IMP round, the first seed's where it has one (as the other cost columns)."""
+    order = {run.seed: index for index, run in enumerate(runs)}
+    by_round: dict[int, EDSTResult] = {}
+    for result in sorted(edst, key=lambda r: order.get(r.seed, len(order))):
+        if result.round is not None:
+            by_round.setdefault(result.round, result)
+    return by_round
+
+
+def edst_notes(runs: Sequence[RunFolder], edst: Sequence[EDSTResult]) -> list[str]:
+    """One line per EDST run: what its members keep of IMP's prunable weights and the IMP round it matched."""
+    densities = {run.seed: run.density for run in runs}
+    lines = []
+    for r in sorted(edst, key=lambda r: (-r.density, r.seed)):
+        head = (f"- EDST --density {r.density:g}, seed {r.seed}: its {r.members} tickets keep {100 * r.kept:.4f}% of "
+                f"IMP's prunable weights")
+        if r.round is not None:
+            lines.append(f"{head}; IMP round {r.round} keeps {100 * densities[r.seed][r.round]:.4f}%: its row.")
+            continue
+        nearest = min(densities[r.seed].items(), key=lambda item: abs(item[1] - r.kept))
+        lines.append(f"{head}; no IMP round of the report within {DENSITY_TOLERANCE:g} (relative), the nearest is "
+                     f"round {nearest[0]} at {100 * nearest[1]:.4f}%: NOT in the tables (give --density as that "
+                     f"round's 0.8^k to 6 digits).")
+    return lines
+
+
 def write_cost_table(runs: Sequence[RunFolder], sms_epochs: Mapping[str, Mapping[int, float]], ensemble_k: int | None,
-                     out: Path) -> None:
-    """``cost.md``/``cost.csv``: training epochs to each density and the weights evaluated at inference, per method."""
+                     out: Path, edst: Sequence[EDSTResult] = ()) -> None:
+    """``cost.md``/``cost.csv``: training epochs to each density and the weights evaluated at inference, per method;
+    with EDST runs also the density each matched and ``edst.json`` (every EDST run's numbers)."""
     if not runs:
         return
     imp = imp_epochs(runs[0])
     weights = nonzero_weights(Path(runs[0].ticket_folder)) if runs[0].ticket_folder else {}
+    edst_rows = _edst_by_round(runs, edst)
     columns = ["round", "density", "weights at inference (1 network)", "IMP ticket and pool methods: epochs"]
     if ensemble_k is not None:
         columns += [f"IMP output ensemble ({ensemble_k + 1} networks): epochs", "IMP output ensemble: weights"]
     columns += [f"{METHOD_LABELS.get(m, m)}: epochs" for m in sms_epochs]
+    members = next(iter(edst_rows.values())).members if edst_rows else None
+    edst_columns = [f"EDST ensemble ({members} tickets, one run): epochs", "EDST ensemble: weights"] if members else []
     rows = []
     for round_index, density in sorted(runs[0].density.items()):
         row = {"round": round_index, "density": round(density, 6), columns[2]: weights.get(round_index),
                columns[3]: imp.get(round_index)}
         if ensemble_k is not None:
-            members = ensemble_members(round_index, sorted(runs[0].density), ensemble_k)
-            row[columns[4]] = imp.get(max(members))  # every member is trained: the sparsest one's epochs
-            row[columns[5]] = sum(weights[m] for m in members) if all(m in weights for m in members) else None
+            members_of = ensemble_members(round_index, sorted(runs[0].density), ensemble_k)
+            row[columns[4]] = imp.get(max(members_of))  # every member is trained: the sparsest one's epochs
+            row[columns[5]] = sum(weights[m] for m in members_of) if all(m in weights for m in members_of) else None
         for method, column in zip(sms_epochs, columns[-len(sms_epochs):] if sms_epochs else []):
             row[column] = sms_epochs[method].get(round_index)
+        if round_index in edst_rows:  # one EDST run trains all its tickets; each is evaluated at inference
+            result = edst_rows[round_index]
+            row.update(zip(edst_columns, (result.epochs, result.members * result.member_weights)))
         rows.append(row)
+    columns += edst_columns
     write_csv(out / "cost.csv", rows, columns)
     lines = ["Training epochs from initialisation to each network, and the weights evaluated at inference (nonzero "
              "weights, BN included). Every pool method adds no training and keeps one network of the target's "
@@ -158,6 +285,11 @@ def write_cost_table(runs: Sequence[RunFolder], sms_epochs: Mapping[str, Mapping
         cells = [str(row["round"]), f"{100 * row['density']:.2f}%"]
         cells += ["-" if row.get(c) is None else f"{row[c]:g}" for c in columns[2:]]
         lines.append("| " + " | ".join(cells) + " |")
+    if edst:
+        lines += ["", f"EDST runs, matched to IMP rounds by the fraction of IMP's prunable weights (with "
+                      f"--include_linear every conv and linear weight, FreeTickets' density too) their tickets' masks "
+                      f"keep, within {DENSITY_TOLERANCE:g} relative:", "", *edst_notes(runs, edst)]
+        write_json(out / "edst.json", [asdict(result) for result in edst])
     atomic_write_text(out / "cost.md", "\n".join(lines) + "\n")
 
 

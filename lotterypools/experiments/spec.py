@@ -34,12 +34,18 @@ Example (``experiments/quickstart.toml`` holds a runnable one)::
     label = "uniform"
     soup = "uniform"
 
+    [edst]                               # FreeTickets EDST (CIFAR/main_EDST.py flags), one run per density and seed
+    densities = [0.262144, 0.068719]     # IMP rounds 6 and 12 (0.8^k); needs [imp].include_linear = true
+    epochs = 18
+    epochs-explo = 6
+
 Keys are the scripts' own flag names, so a spec says nothing a command line could not; each is checked by the
 script's own parser before any work starts. A method table may add ``seeds`` (run it on some seeds only) and
 ``group`` (a results folder of its own, for a variant whose settings differ, e.g. the full BN pass on one seed).
 SMS variants start from each seed's dense IMP ticket (``--dense``), so they share it with the pool methods; their
 soups join the first group's tables as rows at the IMP densities they reach. SMS inherits ``[imp]``'s
-``include_linear`` (a different value in ``[sms]`` is refused: the soups would miss IMP's densities).
+``include_linear`` (a different value in ``[sms]`` is refused: the soups would miss IMP's densities). EDST runs
+join them at the IMP density whose prunable weights they keep (:mod:`.report`).
 """
 
 from __future__ import annotations
@@ -56,12 +62,18 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 has no tomllib; tomli is the same parser
     import tomli as tomllib
 
-SECTIONS = {"experiment", "data", "imp", "pools", "ensemble", "sms"}
+SECTIONS = {"experiment", "data", "imp", "pools", "ensemble", "sms", "edst"}
 # Flags the experiment sets itself: a spec that sets them would write outside the experiment's folder layout.
 RESERVED = {"seed", "save_dir", "checkpoint", "resume", "data", "dataset", "arch", "overwrite"}
 METHOD_KEYS = {"seeds", "group", "label"}
 DEFAULT_GROUP = "main"
 SMS_RESERVED = {"dense"}  # the experiment starts every SMS variant from the seed's dense IMP ticket
+# main_EDST.py's own names for what the experiment sets: --model (arch), --data_dir (the data folder), --density
+# (from densities) and --sparse (EDST is sparse training); --data is its alias of --dataset
+EDST_RESERVED = {"model", "data_dir", "density", "sparse"}
+EDST_KEYS = {"densities", "seeds"}
+RESERVED_WHY = ("seeds, data and arch come from [experiment], [data] and [imp].arch; SMS starts from the dense IMP "
+                "ticket; EDST's --model, --dataset, --data_dir, --density and --sparse come from the spec")
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,15 @@ class SMSVariant:
 
 
 @dataclass(frozen=True)
+class EDSTRuns:
+    """FreeTickets EDST: its script flags, one run per density and seed."""
+
+    flags: Mapping[str, Any]
+    densities: tuple[float, ...]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     """A parsed spec. ``output`` is resolved against the folder the command runs in."""
 
@@ -97,6 +118,7 @@ class ExperimentSpec:
     ensemble_k: int | None
     source: Path = field(default=Path("."))
     sms: tuple[SMSVariant, ...] = ()
+    edst: EDSTRuns | None = None
 
 
 def _table(raw: Mapping[str, Any], name: str, path: Path, required: bool = True) -> dict:
@@ -119,11 +141,10 @@ def _seed_list(value: Any, where: str, path: Path) -> tuple[int, ...]:
 
 
 def _check_reserved(flags: Mapping[str, Any], where: str, path: Path, extra: frozenset[str] = frozenset()) -> None:
-    clash = sorted(set(flags) & (RESERVED | extra))
+    clash = sorted(key for key in flags if key.replace("-", "_") in RESERVED | extra)
     if clash:
         raise UserError(f"{path}: [{where}] sets {', '.join(clash)}, which the experiment sets itself "
-                        f"(seeds, data and arch come from [experiment], [data] and [imp].arch; SMS starts from the "
-                        f"dense IMP ticket): remove them")
+                        f"({RESERVED_WHY}): remove them")
 
 
 def _folder_name(value: Any, where: str, path: Path) -> str:
@@ -201,6 +222,38 @@ def _sms_variants(sms: dict, seeds: tuple[int, ...], imp: Mapping[str, Any], pat
     return tuple(variants)
 
 
+def _densities(value: Any, path: Path) -> tuple[float, ...]:
+    """``[edst].densities``: distinct numbers in (0, 1) whose folder names (:func:`density_folder`) differ."""
+    if not isinstance(value, list) or not value or not all(
+            isinstance(d, (int, float)) and not isinstance(d, bool) and 0 < d < 1 for d in value):
+        raise UserError(f"{path}: [edst].densities = {value!r} must be a non-empty list of numbers between 0 and 1 "
+                        f"(fractions of conv and linear weights kept), e.g. [0.262144, 0.068719]")
+    names = [density_folder(d) for d in value]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: [edst].densities {value} repeats a density (to 6 significant digits, the folder "
+                        f"names {names}): give each density once")
+    return tuple(float(d) for d in value)
+
+
+def density_folder(density: float) -> str:
+    """``0.262144`` -> ``d0.262144``: 6 significant digits, the same name on every platform and Python."""
+    return f"d{density:g}"
+
+
+def _edst(edst: dict, seeds: tuple[int, ...], imp: Mapping[str, Any], path: Path) -> EDSTRuns | None:
+    if not edst:
+        return None
+    if "densities" not in edst:
+        raise UserError(f"{path}: [edst] has no densities: add e.g. densities = [0.262144] (one EDST run per density "
+                        f"and seed; 0.8^k is IMP's round k)")
+    if not imp.get("include_linear", False):
+        raise UserError(f"{path}: [edst] needs include_linear = true in [imp]: FreeTickets masks every conv and linear "
+                        f"weight, so an IMP that prunes only the convs has no density an EDST run could match")
+    flags = {k: v for k, v in edst.items() if k not in EDST_KEYS}
+    _check_reserved(flags, "edst", path, frozenset(EDST_RESERVED))
+    return EDSTRuns(flags, _densities(edst["densities"], path), _own_seeds(edst, seeds, "[edst]", path))
+
+
 def _ensemble_k(table: dict, path: Path) -> int | None:
     if not table:
         return None
@@ -233,7 +286,8 @@ def parse_spec(raw: Mapping[str, Any], path: Path) -> ExperimentSpec:
                           data=str(data.get("data", "data")), arch=arch, imp_flags=imp,
                           methods=_methods(_table(raw, "pools", path, required=False), seeds, path),
                           ensemble_k=_ensemble_k(_table(raw, "ensemble", path, required=False), path), source=path,
-                          sms=_sms_variants(_table(raw, "sms", path, required=False), seeds, imp, path))
+                          sms=_sms_variants(_table(raw, "sms", path, required=False), seeds, imp, path),
+                          edst=_edst(_table(raw, "edst", path, required=False), seeds, imp, path))
 
 
 def read_spec(path: str | Path) -> ExperimentSpec:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..core.errors import UserError
 from ..core.records import write_json
-from ..core.torchfiles import atomic_save, load_file
+from ..core.torchfiles import atomic_save, load_file, state_dict_of
 from ..training.engine import empty_result
 from ..training.progress import RoundProgress
 from ..training.sparse import sparse_layer_report
@@ -36,6 +36,42 @@ SUMMARY_COLUMNS = ["ticket", "epoch", "density", "val_acc", "test_acc"]
 def progress_path(folder: str | os.PathLike, name: str) -> Path:
     """The per-epoch checkpoint of run ``name`` in ``folder``."""
     return Path(folder) / "progress" / f"{name}.pth"
+
+
+def history_path(folder: str | os.PathLike, name: str) -> Path:
+    """Run ``name``'s readable record in ``folder`` (settings, per-epoch history, tickets, per-layer densities)."""
+    return Path(folder) / f"history_{name}.json"
+
+
+HISTORY_KEYS = ("config", "history", "tickets")
+
+
+def read_history(folder: str | os.PathLike, name: str, missing_ok: bool = False) -> dict | None:
+    """``history_<name>.json`` as written after every epoch: ``config`` (the run's settings, its plan's ``lrs``
+    one per epoch), ``history`` (one record per finished epoch) and ``tickets`` (each phase's best epoch with
+    ``ticket``, ``density``, ``val_acc``, ``test_acc``). ``None`` when absent and ``missing_ok``."""
+    import json
+
+    path = history_path(folder, name)
+    if missing_ok and not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        missing = [key for key in HISTORY_KEYS if key not in data]
+    except (OSError, ValueError, TypeError) as error:
+        raise UserError(f"{path}: not a FreeTickets history file ({error.__class__.__name__}: {error}): rerun the "
+                        f"training command to continue the run and rewrite it") from None
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}: not a FreeTickets history file; rerun the training "
+                        f"command to rewrite it")
+    return data
+
+
+def read_ticket(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A ticket's weights and masks (empty for a bare state dict, main_individual.py's, or a dense run's)."""
+    saved = load_file(path)
+    masks = saved.get("masks") if isinstance(saved, dict) else None
+    return state_dict_of(saved, Path(path)), dict(masks or {})
 
 
 class FreeTicketsLayout:
@@ -148,7 +184,7 @@ class FreeTicketsLayout:
         atomic_save(ticket, self.folder / file_name)
 
     def _write_side_files(self, state: dict) -> None:
-        write_json(self.folder / f"history_{self.name}.json",
+        write_json(history_path(self.folder, self.name),
                    {"config": self.record, "history": state["history"], "tickets": self.summary(),
                     "mask_updates": len(state["updates"]),
                     "layers": sparse_layer_report(state["masks"]) if state["masks"] else []})

@@ -268,7 +268,69 @@ def test_gain_over_densities_averages_each_seed_first_and_sampling_error_is_bino
     assert sampling_error(90.0, None) is None
 
 
+# ---------------------------------------------------------------- FreeTickets EDST in the experiment
 ALL_LAYERS = "include_linear = true\n"
+EDST_TABLE = """
+[edst]
+densities = [0.8, 0.5]
+seeds = [3]
+epochs = 2
+epochs-explo = 0
+model-num = 2
+update-frequency = 1
+sparse-init = "ERK"
+growth = "gradient"
+batch-size = 32
+device = "cpu"
+no_download = true
+"""
+
+
+def test_edst_plans_one_run_and_one_ensemble_evaluation_per_density_and_seed(tmp_path):
+    from lotterypools.cli.commands.experiment import command_parser
+    from lotterypools.experiments import plan_jobs
+    from lotterypools.experiments.spec import read_spec
+
+    spec = read_spec(tiny_spec(tmp_path, tmp_path / "data", extra=EDST_TABLE, imp_extra=ALL_LAYERS))
+    jobs = {job.name: job for job in plan_jobs(spec, command_parser)}
+    assert [n for n in jobs if "edst" in n] == ["edst_d0.8_seed3", "edst_d0.8_seed3_ensemble", "edst_d0.5_seed3",
+                                                "edst_d0.5_seed3_ensemble"]  # seeds = [3]: none for seed 4
+    folder = str(tmp_path / "out" / "edst" / "d0.8" / "seed3")
+    train = jobs["edst_d0.8_seed3"]
+    assert train.module.endswith("main_edst") and train.args[:11] == (
+        "--sparse", "--model", "conv2", "--dataset", "fashionmnist", "--data_dir", str(tmp_path / "data"),
+        "--seed", "3", "--density", "0.8")
+    assert train.args[-2:] == ("--save_dir", folder) and "--epochs-explo" in train.args and not train.finished()
+    evaluate = jobs["edst_d0.8_seed3_ensemble"]
+    assert evaluate.after == ("edst_d0.8_seed3",) and evaluate.module.endswith("ensemble_freetickets")
+    assert evaluate.args[:4] == ("--mode", "predict", "--tickets_dir", folder)
+    assert "--device" in evaluate.args and "--no_download" in evaluate.args and "--update-frequency" not in evaluate.args
+
+
+BAD_EDST = [
+    ("densities = [0.8]\nepochs-explor = 1\n", ALL_LAYERS, "unrecognized arguments: --epochs-explor"),
+    ("densities = [0.8]\nmodel = \"conv4\"\n", ALL_LAYERS, "[edst] sets model, which the experiment sets itself"),
+    ("densities = [0.8]\ndata_dir = \"x\"\n", ALL_LAYERS, "[edst] sets data_dir"),
+    ("epochs = 2\n", ALL_LAYERS, "[edst] has no densities"),
+    ("densities = [1.5]\n", ALL_LAYERS, "must be a non-empty list of numbers between 0 and 1"),
+    ("densities = [0.8, 0.80000001]\n", ALL_LAYERS, "repeats a density"),
+    ("densities = [0.8]\nepochs = 2\nepochs-explo = 2\n", ALL_LAYERS, "--epochs-explo 2 must be at least 0 and below"),
+    ("densities = [0.8]\nseeds = [9]\n", ALL_LAYERS, "[edst].seeds has [9], which are not in [experiment].seeds"),
+    ("densities = [0.8]\n", "", "[edst] needs include_linear = true in [imp]"),
+]
+
+
+@pytest.mark.parametrize("table, imp_extra, fragment", BAD_EDST, ids=["key", "model", "data_dir", "no_densities",
+                         "density_range", "same_folder", "schedule", "seeds", "conv_only_imp"])
+def test_a_bad_edst_section_is_refused_in_one_line_before_any_work(table, imp_extra, fragment, tmp_path, capsys):
+    spec = tiny_spec(tmp_path, tmp_path / "data", extra="[edst]\n" + table, imp_extra=imp_extra)
+    with pytest.raises(SystemExit) as stop:
+        main([str(spec)])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and fragment in err and str(spec) in err, err
+    assert not (tmp_path / "out").exists()
+
+
 SMS_ONE = '[sms]\nepochs = 1\n{sms}\n[[sms.variants]]\nlabel = "u"\n{variant}'
 
 
@@ -319,3 +381,116 @@ def test_a_broken_pipe_that_is_not_stdout_still_raises(monkeypatch):
         with pytest.raises(BrokenPipeError):
             failing()
     os.close(reader)
+
+
+def _conv4_shapes() -> dict[str, tuple[int, ...]]:
+    from lotterypools.data.datasets import freetickets_spec
+    from lotterypools.models import build_model
+    from lotterypools.training.masks import prunable_names
+    from lotterypools.training.sparse import sparse_weight_names
+
+    data = freetickets_spec("fashionmnist")
+    model = build_model("conv4", data.num_classes, data.channels, data.mean, data.std, data.image_size)
+    names = sparse_weight_names(model)
+    assert names == prunable_names(model, include_linear=True)  # FreeTickets masks what IMP --include_linear prunes
+    assert names[0] == "features.0.weight" and names[-1] == "fc.weight"  # the first conv and the classifier too
+    params = dict(model.named_parameters())
+    return {name: tuple(params[name].shape) for name in names}
+
+
+def test_the_spec_densities_keep_what_imp_keeps_at_rounds_6_12_18_and_three_digits_would_not():
+    import math
+
+    import torch
+
+    from helpers import expected_kept
+    from lotterypools.config.sparse import SparseConfig
+    from lotterypools.experiments.report import DENSITY_TOLERANCE, kept_fraction, matching_round
+    from lotterypools.experiments.spec import read_spec
+    from lotterypools.training.sparse import initial_masks
+
+    shapes = _conv4_shapes()
+    sizes = {name: math.prod(shape) for name, shape in shapes.items()}
+    kept = expected_kept(sum(sizes.values()), 0.2, 18)  # torch's global magnitude prune, round by round
+    imp = {k: kept[k] / kept[0] for k in range(19)}
+    model = torch.nn.Module()  # stand-in holding conv4's conv and linear weights, for the real mask initialisation
+    for index, (name, shape) in enumerate(shapes.items()):
+        layer = torch.nn.Conv2d(1, 1, 1) if len(shape) == 4 else torch.nn.Linear(1, 1)
+        layer.weight = torch.nn.Parameter(torch.zeros(shape))
+        model.add_module(f"l{index}", layer)
+    renamed = {f"l{index}.weight": size for index, size in enumerate(sizes.values())}
+    spec = read_spec(REPO / "experiments" / "fmnist_conv4_all_layers.toml")
+    assert spec.edst is not None and spec.edst.flags["sparse-init"] == "ERK"
+    for density, round_index in zip(spec.edst.densities, (6, 12, 18)):
+        masks = initial_masks(model, SparseConfig(density=density, sparse_init="ERK"), seed=41)
+        fraction = kept_fraction(masks, renamed)
+        assert matching_round(fraction, imp) == round_index and abs(density - 0.8 ** round_index) < 1e-6
+    three_digits = initial_masks(model, SparseConfig(density=0.069, sparse_init="ERK"), seed=41)
+    fraction = kept_fraction(three_digits, renamed)
+    assert matching_round(fraction, imp) is None and abs(fraction - imp[12]) > DENSITY_TOLERANCE * imp[12]
+
+
+def test_kept_fraction_counts_only_imps_prunable_weights():
+    import torch
+
+    from lotterypools.experiments.report import kept_fraction
+
+    masks = {"conv.weight": torch.tensor([True, False, False, False]), "fc.weight": torch.tensor([True, True])}
+    assert kept_fraction(masks, {"conv.weight": 4, "fc.weight": 2}) == pytest.approx(3 / 6)
+    assert kept_fraction(masks, {"conv.weight": 4}) == pytest.approx(1 / 4)  # IMP without include_linear
+    assert kept_fraction({}, {"conv.weight": 4}) == 1.0  # an unmasked weight is kept whole
+
+
+@pytest.fixture(scope="module")
+def edst_experiment(tmp_path_factory, tiny_data) -> Path:
+    """One seed: IMP over every conv and linear weight, a pool method, the ensemble and EDST at 0.8 (IMP's round 1)
+    and 0.5 (no IMP round); its spec's folder."""
+    folder = tmp_path_factory.mktemp("edst_experiment")
+    result = run_experiment(tiny_spec(folder, tiny_data, seeds="[3]", extra=EDST_TABLE, imp_extra=ALL_LAYERS),
+                            "--jobs", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    (folder / "output.txt").write_text(result.stdout + result.stderr)
+    return folder
+
+
+@pytest.mark.slow
+def test_edst_rows_gains_and_cost_join_the_report_at_the_matching_imp_density(edst_experiment):
+    from lotterypools.formats.freetickets import read_ticket
+    from lotterypools.experiments.report import held_weights
+
+    out = edst_experiment / "out"
+    report = out / "report" / "main"
+    summary = json.loads((report / "aggregate.json").read_text())
+    own = json.loads((out / "edst" / "d0.8" / "seed3" / "ensemble_results.json").read_text())["predict"]
+    ensemble = {c["round"]: c for c in summary["test_acc"]["edst"]}
+    assert list(ensemble) == [1] and ensemble[1]["values"] == [own["ensemble"]["accuracy"]]
+    members = summary["test_acc"]["edst_members"]
+    assert members[0]["round"] == 1 and members[0]["values"] == [own["member_mean"]["accuracy"]["mean"]]
+    ticket = next(c for c in summary["test_acc"]["ticket"] if c["round"] == 1)
+    gain = summary["gain_over_ticket"]["edst"][0]
+    assert gain["round"] == 1 and gain["values"] == [pytest.approx(own["ensemble"]["accuracy"] - ticket["mean"])]
+    assert "EDST ensemble (2 tickets, 2× inference)" in (report / "table.md").read_text()
+    assert "EDST tickets (mean of 2)" in (report / "gain.md").read_text()
+
+    cost = (report / "cost.md").read_text()
+    weights = held_weights(*read_ticket(out / "edst" / "d0.8" / "seed3" / "model_0.pth"))
+    assert "EDST ensemble (2 tickets, one run): epochs | EDST ensemble: weights |" in cost
+    row = next(line for line in cost.splitlines() if line.startswith("| 1 |"))
+    assert row.endswith(f"| 2 | {2 * weights} |"), row  # the whole run's 2 epochs; 2 members' weights
+    assert "EDST --density 0.8, seed 3: its 2 tickets keep 80.0000% of IMP's prunable weights; IMP round 1 keeps" in cost
+    assert "EDST --density 0.5, seed 3" in cost and "NOT in the tables" in cost
+    runs = json.loads((report / "edst.json").read_text())
+    assert [(r["density"], r["round"], r["epochs"], r["members"]) for r in runs] == [(0.8, 1, 2, 2), (0.5, None, 2, 2)]
+    assert "no IMP round of the report within" in (edst_experiment / "output.txt").read_text()
+
+
+@pytest.mark.slow
+def test_finished_edst_jobs_are_recognised_by_their_own_files(edst_experiment):
+    from lotterypools.cli.commands.experiment import command_parser
+    from lotterypools.experiments import plan_jobs
+    from lotterypools.experiments.spec import read_spec
+
+    jobs = [job for job in plan_jobs(read_spec(edst_experiment / "spec.toml"), command_parser) if "edst" in job.name]
+    assert len(jobs) == 4 and all(job.finished() for job in jobs)  # without logs/finished_jobs.json
+    (edst_experiment / "out" / "edst" / "d0.5" / "seed3" / "ensemble_results.json").unlink()
+    assert [job.name for job in jobs if not job.finished()] == ["edst_d0.5_seed3_ensemble"]

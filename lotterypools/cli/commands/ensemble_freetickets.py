@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if args.mode not in MODES:
         raise UserError(f"unknown --mode {args.mode!r}: choose one of {', '.join(MODES)}")
-    from ...analysis.freetickets import STATISTICS
+    from ...analysis.freetickets import RESULTS_NAME, STATISTICS
 
     if args.statistics not in STATISTICS:
         raise UserError(f"unknown --statistics {args.statistics!r}: choose one of {', '.join(STATISTICS)}")
@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     if folder.is_dir():  # the results go into the tickets' folder: refuse an unwritable one before the work
         check_writable_folder(folder, "--tickets_dir", create=False)
     result = run_tsne(args, folder) if args.mode == "tsne" else run_on_tickets(args, folder)
-    results_path = folder / "ensemble_results.json"
+    results_path = folder / RESULTS_NAME
     write_json(results_path, {**read_json(results_path, default={}), args.mode: result})
     log(f"{args.mode}: numbers in {results_path}, picture in {folder / (args.mode + '.png')}")
     return result
