@@ -194,8 +194,8 @@ def pruning_times(spec: ExperimentSpec, parser_for: ParserFor) -> int:
 
 
 def plan_jobs(spec: ExperimentSpec, parser_for: ParserFor) -> list[Job]:
-    """Every job of the experiment: IMP per seed, each pool method over the seeds, the ensembles, SMS variants,
-    EDST per density and seed (each followed by its ensemble's evaluation)."""
+    """Every job of the experiment: IMP per seed, each pool method over the seeds, the ensembles, EDST per density
+    and seed (each followed by its ensemble's evaluation), SMS variants."""
     rounds = pruning_times(spec, parser_for)
     # IMP for every seed, then each pool method over the seeds, then the ensembles: with --jobs N the seeds'
     # jobs of one method run side by side, so every method has all its seeds as early as possible
@@ -204,11 +204,11 @@ def plan_jobs(spec: ExperimentSpec, parser_for: ParserFor) -> list[Job]:
     jobs = [_imp_job(spec, seed, rounds) for seed in spec.seeds] + [job for _, _, job in pools]
     if spec.ensemble_k is not None:
         jobs += [_ensemble_job(spec, seed) for seed in spec.seeds]
-    jobs += [_sms_job(spec, variant, seed) for variant in spec.sms for seed in variant.seeds]
-    if spec.edst is not None:
+    if spec.edst is not None:  # before SMS: an EDST run costs fewer epochs than an SMS run, so its rows come first
         epochs = edst_epochs(spec, parser_for)
         jobs += [job for density in spec.edst.densities for seed in spec.edst.seeds
                  for job in _edst_jobs(spec, density, seed, epochs)]
+    jobs += [_sms_job(spec, variant, seed) for variant in spec.sms for seed in variant.seeds]
     return jobs
 
 
