@@ -398,7 +398,7 @@ def _conv4_shapes() -> dict[str, tuple[int, ...]]:
     return {name: tuple(params[name].shape) for name in names}
 
 
-def test_the_spec_densities_keep_what_imp_keeps_at_rounds_6_12_18_and_three_digits_would_not():
+def test_the_spec_densities_keep_what_imp_keeps_at_rounds_9_18_27_and_three_digits_would_not():
     import math
 
     import torch
@@ -411,8 +411,8 @@ def test_the_spec_densities_keep_what_imp_keeps_at_rounds_6_12_18_and_three_digi
 
     shapes = _conv4_shapes()
     sizes = {name: math.prod(shape) for name, shape in shapes.items()}
-    kept = expected_kept(sum(sizes.values()), 0.2, 18)  # torch's global magnitude prune, round by round
-    imp = {k: kept[k] / kept[0] for k in range(19)}
+    kept = expected_kept(sum(sizes.values()), 0.2, 27)  # torch's global magnitude prune, round by round
+    imp = {k: kept[k] / kept[0] for k in range(28)}
     model = torch.nn.Module()  # stand-in holding conv4's conv and linear weights, for the real mask initialisation
     for index, (name, shape) in enumerate(shapes.items()):
         layer = torch.nn.Conv2d(1, 1, 1) if len(shape) == 4 else torch.nn.Linear(1, 1)
@@ -421,7 +421,7 @@ def test_the_spec_densities_keep_what_imp_keeps_at_rounds_6_12_18_and_three_digi
     renamed = {f"l{index}.weight": size for index, size in enumerate(sizes.values())}
     spec = read_spec(REPO / "experiments" / "fmnist_conv4_all_layers.toml")
     assert spec.edst is not None and spec.edst.flags["sparse-init"] == "ERK"
-    for density, round_index in zip(spec.edst.densities, (6, 12, 18)):
+    for density, round_index in zip(spec.edst.densities, (9, 18, 27)):
         masks = initial_masks(model, SparseConfig(density=density, sparse_init="ERK"), seed=41)
         fraction = kept_fraction(masks, renamed)
         assert matching_round(fraction, imp) == round_index and abs(density - 0.8 ** round_index) < 1e-6
