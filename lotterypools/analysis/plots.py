@@ -70,6 +70,18 @@ def plot_accuracy_vs_density(series: Mapping[str, Iterable[tuple[float, float]]]
     _save(fig, path)
 
 
+def series_label(name: str, rows: Sequence[Mapping[str, Any]], seeds: int) -> str:
+    """The method's name, with "(n of N seeds)" when its rows rest on fewer seeds than the figure's others."""
+    counts = [r["n"] for r in rows if "n" in r]
+    fewest = min(counts, default=seeds)
+    return method_label(name) + (f" ({fewest} of {seeds} seeds)" if fewest < seeds else "")
+
+
+def most_seeds(table: Mapping[str, Sequence[Mapping[str, Any]]]) -> int:
+    """The largest seed count of any row of the table (0 when no row says)."""
+    return max((r.get("n", 0) for rows in table.values() for r in rows), default=0)
+
+
 def plot_mean_std_vs_density(table: Mapping[str, Sequence[Mapping[str, float]]], title: str, ylabel: str,
                              path: str | os.PathLike, zero_line: bool = False) -> None:
     """Mean against density with a band of ± one standard deviation, one line per method.
@@ -87,7 +99,7 @@ def plot_mean_std_vs_density(table: Mapping[str, Sequence[Mapping[str, float]]],
         std = [r["std"] for r in rows]
         densities += x
         style = {"color": "black", "linestyle": "--"} if name == "ticket" else {}
-        line, = ax.plot(x, mean, marker="o", ms=3, label=method_label(name), **style)
+        line, = ax.plot(x, mean, marker="o", ms=3, label=series_label(name, rows, most_seeds(table)), **style)
         ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                         color=line.get_color(), alpha=0.15, linewidth=0)
     if zero_line:
@@ -117,7 +129,8 @@ def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title:
         low = [r["mean"] - r["ci_low"] if r.get("ci_low") is not None else 0.0 for r in rows]
         high = [r["ci_high"] - r["mean"] if r.get("ci_high") is not None else 0.0 for r in rows]
         densities += [100 * r["density"] for r in rows]
-        ax.errorbar(x, mean, yerr=[low, high], marker="o", ms=3, capsize=2, linewidth=1, label=method_label(name))
+        ax.errorbar(x, mean, yerr=[low, high], marker="o", ms=3, capsize=2, linewidth=1,
+                    label=series_label(name, rows, most_seeds(table)))
     ax.axhline(0.0, color="grey", linewidth=0.8)
     density_axis(ax, densities)
     ax.set(xlabel="density (%) of prunable weights, log scale", ylabel="gain over the ticket (points)", title=title)
