@@ -112,11 +112,12 @@ def plot_mean_std_vs_density(table: Mapping[str, Sequence[Mapping[str, float]]],
 
 
 def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title: str,
-                        path: str | os.PathLike) -> None:
+                        path: str | os.PathLike, floor: float = -3.0) -> None:
     """Paired gain over the ticket against density: the mean with its confidence interval as error bars.
 
     ``table[method]`` is a list of ``{"density", "mean", "ci_low", "ci_high"}`` (intervals may be None for one
-    seed); the methods are offset a little along the log-density axis so that their bars do not overlap.
+    seed); the methods are offset a little along the log-density axis so that their bars do not overlap. Means
+    below ``floor`` are named in the figure rather than stretching its axis.
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
     densities = []
@@ -133,10 +134,24 @@ def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title:
                     label=series_label(name, rows, most_seeds(table)))
     ax.axhline(0.0, color="grey", linewidth=0.8)
     density_axis(ax, densities)
+    clip_collapses(ax, table, floor)
     ax.set(xlabel="density (%) of prunable weights, log scale", ylabel="gain over the ticket (points)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def clip_collapses(ax: Any, table: Mapping[str, Sequence[Mapping[str, Any]]], floor: float) -> list[str]:
+    """Keep the y axis at or above ``floor`` points, so one collapsed method (EMA at the sparsest ticket loses tens
+    of points) does not flatten every other bar to a line; the points below are named in the figure instead."""
+    below = [f"{method_label(name)} {r['mean']:+.1f} at {100 * r['density']:.3g}%"
+             for name, rows in table.items() for r in rows if r["mean"] < floor]
+    if below:
+        top = ax.get_ylim()[1]
+        ax.set_ylim(floor, top)
+        ax.text(0.01, 0.02, "off scale: " + "; ".join(below), transform=ax.transAxes, fontsize=7, va="bottom",
+                wrap=True)
+    return below
 
 
 def plot_linear_paths(paths: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
