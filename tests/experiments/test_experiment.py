@@ -494,3 +494,32 @@ def test_finished_edst_jobs_are_recognised_by_their_own_files(edst_experiment):
     assert len(jobs) == 4 and all(job.finished() for job in jobs)  # without logs/finished_jobs.json
     (edst_experiment / "out" / "edst" / "d0.5" / "seed3" / "ensemble_results.json").unlink()
     assert [job.name for job in jobs if not job.finished()] == ["edst_d0.5_seed3_ensemble"]
+
+
+def test_the_all_layers_spec_soups_land_on_imp_rounds_9_18_27_when_pruned_for_real():
+    import torch
+
+    from lotterypools.experiments.report import matching_round
+    from lotterypools.experiments.spec import read_spec
+    from lotterypools.models import build_model
+    from lotterypools.training.masks import prune_globally
+
+    spec = read_spec(REPO / "experiments" / "fmnist_conv4_all_layers.toml")
+    sms = {**spec.sms[0].flags}
+    assert sms["include_linear"] is True and sms["pruning_times"] == 4
+
+    def kept_after(rate: float, rounds: int) -> list[int]:
+        torch.manual_seed(0)
+        # Fashion-MNIST's 28x28 images: 234,640 conv and linear weights (other sizes can miss by one weight at 0.24%)
+        model = build_model("conv4", 10, in_channels=1, mean=(0.0,), std=(1.0,), image_size=28)
+        counts = []
+        for _ in range(rounds):
+            prune_globally(model, rate, include_linear=True)
+            counts.append(int(sum(buffer.sum() for name, buffer in model.named_buffers() if name.endswith("_mask"))))
+        return counts
+
+    imp = kept_after(0.2, 27)
+    total = 234_640
+    imp_density = {k + 1: count / total for k, count in enumerate(imp)}
+    phases = kept_after(sms["rate"], sms["pruning_times"] - 1)
+    assert [matching_round(count / total, imp_density) for count in phases] == [9, 18, 27]
