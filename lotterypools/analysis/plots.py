@@ -89,7 +89,7 @@ def plot_mean_std_vs_density(table: Mapping[str, Sequence[Mapping[str, float]]],
     ``table[method]`` is a list of ``{"density": fraction, "mean": value, "std": value}``.
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    densities = []
+    densities, seeds = [], most_seeds(table)
     for name, rows in table.items():
         rows = sorted(rows, key=lambda r: -r["density"])
         if not rows:
@@ -99,7 +99,7 @@ def plot_mean_std_vs_density(table: Mapping[str, Sequence[Mapping[str, float]]],
         std = [r["std"] for r in rows]
         densities += x
         style = {"color": "black", "linestyle": "--"} if name == "ticket" else {}
-        line, = ax.plot(x, mean, marker="o", ms=3, label=series_label(name, rows, most_seeds(table)), **style)
+        line, = ax.plot(x, mean, marker="o", ms=3, label=series_label(name, rows, seeds), **style)
         ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                         color=line.get_color(), alpha=0.15, linewidth=0)
     if zero_line:
@@ -120,7 +120,7 @@ def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title:
     below ``floor`` are named in the figure rather than stretching its axis.
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    densities = []
+    densities, seeds = [], most_seeds(table)
     methods = [m for m in table if table[m]]
     for index, name in enumerate(methods):
         rows = sorted(table[name], key=lambda r: -r["density"])
@@ -131,7 +131,7 @@ def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title:
         high = [r["ci_high"] - r["mean"] if r.get("ci_high") is not None else 0.0 for r in rows]
         densities += [100 * r["density"] for r in rows]
         ax.errorbar(x, mean, yerr=[low, high], marker="o", ms=3, capsize=2, linewidth=1,
-                    label=series_label(name, rows, most_seeds(table)))
+                    label=series_label(name, rows, seeds))
     ax.axhline(0.0, color="grey", linewidth=0.8)
     density_axis(ax, densities)
     clip_collapses(ax, table, floor)
@@ -141,7 +141,7 @@ def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title:
     _save(fig, path)
 
 
-def clip_collapses(ax: Any, table: Mapping[str, Sequence[Mapping[str, Any]]], floor: float) -> list[str]:
+def clip_collapses(ax: Any, table: Mapping[str, Sequence[Mapping[str, Any]]], floor: float) -> None:
     """Keep the y axis at or above ``floor`` points, so one collapsed method (EMA at the sparsest ticket loses tens
     of points) does not flatten every other bar to a line; the points below are named in the figure instead."""
     below = [f"{method_label(name)} {r['mean']:+.1f} at {100 * r['density']:.3g}%"
@@ -151,7 +151,6 @@ def clip_collapses(ax: Any, table: Mapping[str, Sequence[Mapping[str, Any]]], fl
         ax.set_ylim(floor, top)
         ax.text(0.01, 0.02, "off scale: " + "; ".join(below), transform=ax.transAxes, fontsize=7, va="bottom",
                 wrap=True)
-    return below
 
 
 def plot_linear_paths(paths: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
