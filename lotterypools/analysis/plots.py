@@ -141,6 +141,46 @@ def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title:
     _save(fig, path)
 
 
+def plot_accuracy_vs_budget(rows: Sequence[Mapping[str, Any]], title: str, path: str | os.PathLike) -> None:
+    """One panel per density: each row's test accuracy (mean ± std) against its training epochs, the marker's area
+    growing with the weights it evaluates at inference, so "what wins at which budget" reads off one figure.
+
+    ``rows`` are :func:`lotterypools.experiments.report.budget_rows`: ``round``, ``density``, ``method``,
+    ``label``, ``mean``, ``std``, ``epochs``, ``weights``.
+    """
+    rounds = sorted({r["round"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    markers = dict(zip(methods, "oDs^v<>pPX*h" * 2))
+    columns = min(3, len(rounds))
+    fig, axes = plt.subplots(-(-len(rounds) // columns), columns, figsize=(4.6 * columns, 3.8 * -(-len(rounds) // columns)),
+                             squeeze=False)
+    panels = list(axes.flat)
+    for ax, round_index in zip(panels, rounds):
+        at = [r for r in rows if r["round"] == round_index and r["epochs"] is not None]
+        smallest = min((r["weights"] for r in at if r["weights"]), default=1)
+        span = max(r["epochs"] for r in at) - min(r["epochs"] for r in at) or 1.0
+        for r in at:  # rows of equal epochs side by side: SMS and 3x IMP spend the same training
+            x = r["epochs"] + 0.02 * span * (methods.index(r["method"]) - (len(methods) - 1) / 2)
+            size = 30 * (r["weights"] / smallest) ** 0.5 if r["weights"] else 30
+            ax.errorbar(x, r["mean"], yerr=r["std"], fmt="none", ecolor=colours[r["method"]], capsize=2)
+            ax.scatter(x, r["mean"], s=size, marker=markers[r["method"]], color=colours[r["method"]],
+                       edgecolor="black", linewidth=0.5, zorder=3, label=r["label"])
+        ax.set(title=f"density {100 * at[0]['density']:.3g}%" if at else "", xlabel="training epochs",
+               ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+    for ax in panels[len(rounds):]:
+        ax.set_visible(False)
+    by_label: dict = {}
+    for ax in panels[:len(rounds)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(label, handle)
+    fig.legend(by_label.values(), by_label.keys(), loc="upper center", ncol=min(3, len(by_label)), fontsize=8,
+               markerscale=0.7, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(title + "; marker area: weights at inference", fontsize=10)
+    _save(fig, path)
+
+
 def clip_collapses(ax: Any, table: Mapping[str, Sequence[Mapping[str, Any]]], floor: float) -> None:
     """Keep the y axis at or above ``floor`` points, so one collapsed method (EMA at the sparsest ticket loses tens
     of points) does not flatten every other bar to a line; the points below are named in the figure instead."""

@@ -18,7 +18,8 @@ from .spec import ExperimentSpec
 def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
     """Write ``report/<group>/`` for every results group whose seeds have results; returns the summaries."""
     from ..analysis.aggregate import read_run_folder
-    from .report import add_edst_rows, add_reference, add_sms_rows, write_cost_table, write_report
+    from .report import (add_edst_rows, add_reference, add_sms_rows, method_costs, write_budget_comparison,
+                         write_cost_table, write_report)
 
     summaries = {}
     for group in groups(spec):
@@ -37,9 +38,12 @@ def report_experiment(spec: ExperimentSpec) -> dict[str, dict]:
         out = spec.output / "report" / group
         summaries[group] = write_report(runs, out)
         if first:
-            write_cost_table(runs, sms_epochs, spec.ensemble_k, out, edst)
+            costs = method_costs(runs, sms_epochs, spec.ensemble_k, edst)
+            write_cost_table(runs, costs, out, edst)
+            write_budget_comparison(summaries[group], costs, out, spec.name)
         log(f"report {group}: {len(runs)} seeds -> {out} (table.md/.csv/.tex, gain.md/.csv/.tex, aggregate.json, "
-            f"accuracy_vs_density.png, gain_vs_density.png)")
+            f"accuracy_vs_density.png, gain_vs_density.png{', cost.md/.csv' if first else ''}"
+            f"{', budget.md/.csv/.png' if first and (out / 'budget.md').exists() else ''})")
     return summaries
 
 

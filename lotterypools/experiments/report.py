@@ -2,7 +2,9 @@
 
 Shared by ``aggregate_results.py`` and the experiment command. Reference rows that are not pool methods
 (the IMP output ensemble, with its inference cost) join the tables through :func:`add_reference`, Sparse Model
-Soups through :func:`add_sms_rows` and FreeTickets EDST through :func:`add_edst_rows`.
+Soups through :func:`add_sms_rows` and FreeTickets EDST through :func:`add_edst_rows`. :func:`method_costs` gives
+every row's training epochs and inference weights, for ``cost.md`` and the budget comparison (``budget.md``,
+``budget.png``) at the densities SMS or EDST reach.
 
 EDST's density counts every conv and linear weight (first conv and classifier included; ERK or ER decides only
 how they are spread over the layers), the same set IMP prunes globally with ``--include_linear``. An EDST run
@@ -113,7 +115,7 @@ def imp_epochs(run: RunFolder) -> dict[int, float]:
         records = json.loads((Path(run.ticket_folder or "") / "summary.json").read_text())
     except (OSError, ValueError):
         return {}
-    total, out = 0.0, {}
+    total, out = 0, {}
     for record in sorted(records, key=lambda r: r["round"]):
         total += record.get("epochs", 0)
         out[record["round"]] = total
@@ -246,41 +248,84 @@ def edst_notes(runs: Sequence[RunFolder], edst: Sequence[EDSTResult]) -> list[st
     return lines
 
 
-def write_cost_table(runs: Sequence[RunFolder], sms_epochs: Mapping[str, Mapping[int, float]], ensemble_k: int | None,
-                     out: Path, edst: Sequence[EDSTResult] = ()) -> None:
-    """``cost.md``/``cost.csv``: training epochs to each density and the weights evaluated at inference, per method;
+@dataclass(frozen=True)
+class Cost:
+    """What one row's network cost: training epochs from initialisation, and weights evaluated at inference."""
+
+    epochs: float | None
+    weights: int | None
+
+
+TICKET = "ticket"
+
+
+def budget_methods(methods: Sequence[str]) -> list[str]:
+    """The rows of the budget comparison, in order: the ticket, Lottery Pools (interpolation, average), the IMP
+    output ensemble, every SMS variant, EDST; SWA and EMA stay in the main tables."""
+    first = [m for m in (TICKET, "Lottery_pools", "Lottery_pools_average", ENSEMBLE_METHOD) if m in methods]
+    return first + [m for m in methods if m.startswith(SMS_PREFIX)] + \
+        [m for m in (EDST_MEMBERS, EDST_METHOD) if m in methods]
+
+
+def method_costs(runs: Sequence[RunFolder], sms_epochs: Mapping[str, Mapping[int, float]], ensemble_k: int | None,
+                 edst: Sequence[EDSTResult] = ()) -> dict[str, dict[int, Cost]]:
+    """Each row's :class:`Cost` at each IMP round (the first seed's ticket folder, as every seed trains the same).
+
+    A pool method keeps one network of the target's density but needs its candidates trained, so it costs the
+    epochs of its sparsest candidate; the IMP output ensemble likewise, with its members' weights summed.
+    """
+    from ..pools.search import candidate_order
+
+    imp = imp_epochs(runs[0])
+    weights = nonzero_weights(Path(runs[0].ticket_folder)) if runs[0].ticket_folder else {}
+    rounds = sorted(runs[0].density)
+
+    def needing(target: int, members: Sequence[int]) -> float | None:
+        return imp.get(max([target, *members]))
+
+    costs: dict[str, dict[int, Cost]] = {TICKET: {r: Cost(imp.get(r), weights.get(r)) for r in rounds}}
+    for method, settings in runs[0].settings.items():
+        search_num = int(settings.get("search_num") or 1)
+        costs[method] = {r: Cost(needing(r, candidate_order(r, rounds, search_num)), weights.get(r))
+                         for r in rounds}
+    if ensemble_k is not None:
+        costs[ENSEMBLE_METHOD] = {}
+        for r in rounds:
+            members = ensemble_members(r, rounds, ensemble_k)
+            held = sum(weights[m] for m in members) if all(m in weights for m in members) else None
+            costs[ENSEMBLE_METHOD][r] = Cost(needing(r, members), held)
+    for method, by_round in sms_epochs.items():  # a soup is pruned to the IMP round's count of weights
+        costs[method] = {r: Cost(epochs, weights.get(r)) for r, epochs in by_round.items()}
+    for r, result in _edst_by_round(runs, edst).items():  # one EDST run trains all its tickets
+        costs.setdefault(EDST_METHOD, {})[r] = Cost(result.epochs, result.members * result.member_weights)
+        costs.setdefault(EDST_MEMBERS, {})[r] = Cost(result.epochs, result.member_weights)
+    return costs
+
+
+def write_cost_table(runs: Sequence[RunFolder], costs: Mapping[str, Mapping[int, Cost]], out: Path,
+                     edst: Sequence[EDSTResult] = ()) -> None:
+    """``cost.md``/``cost.csv``: training epochs to each density and the weights evaluated at inference, per row;
     with EDST runs also the density each matched and ``edst.json`` (every EDST run's numbers)."""
     if not runs:
         return
-    imp = imp_epochs(runs[0])
-    weights = nonzero_weights(Path(runs[0].ticket_folder)) if runs[0].ticket_folder else {}
-    edst_rows = _edst_by_round(runs, edst)
-    columns = ["round", "density", "weights at inference (1 network)", "IMP ticket and pool methods: epochs"]
-    if ensemble_k is not None:
-        columns += [f"IMP output ensemble ({ensemble_k + 1} networks): epochs", "IMP output ensemble: weights"]
-    columns += [f"{METHOD_LABELS.get(m, m)}: epochs" for m in sms_epochs]
-    members = next(iter(edst_rows.values())).members if edst_rows else None
-    edst_columns = [f"EDST ensemble ({members} tickets, one run): epochs", "EDST ensemble: weights"] if members else []
-    rows = []
+    pools = [m for m in sorted(costs, key=method_rank) if m in runs[0].settings]
+    columns, rows = ["round", "density"], []
+    for method in [TICKET, *pools, *(m for m in budget_methods(list(costs)) if m not in pools and m != TICKET)]:
+        columns.append(f"{method_label(method)}: epochs")
+        if method == TICKET or any(cost.weights != costs[TICKET].get(r, Cost(None, None)).weights
+                                   for r, cost in costs[method].items()):  # pool methods hold the ticket's weights
+            columns.append(f"{method_label(method)}: weights")
     for round_index, density in sorted(runs[0].density.items()):
-        row = {"round": round_index, "density": round(density, 6), columns[2]: weights.get(round_index),
-               columns[3]: imp.get(round_index)}
-        if ensemble_k is not None:
-            members_of = ensemble_members(round_index, sorted(runs[0].density), ensemble_k)
-            row[columns[4]] = imp.get(max(members_of))  # every member is trained: the sparsest one's epochs
-            row[columns[5]] = sum(weights[m] for m in members_of) if all(m in weights for m in members_of) else None
-        for method, column in zip(sms_epochs, columns[-len(sms_epochs):] if sms_epochs else []):
-            row[column] = sms_epochs[method].get(round_index)
-        if round_index in edst_rows:  # one EDST run trains all its tickets; each is evaluated at inference
-            result = edst_rows[round_index]
-            row.update(zip(edst_columns, (result.epochs, result.members * result.member_weights)))
-        rows.append(row)
-    columns += edst_columns
+        row: dict = {"round": round_index, "density": round(density, 6)}
+        for method in costs:
+            cost = costs[method].get(round_index, Cost(None, None))
+            row[f"{method_label(method)}: epochs"], row[f"{method_label(method)}: weights"] = cost.epochs, cost.weights
+        rows.append({column: row[column] for column in columns})
     write_csv(out / "cost.csv", rows, columns)
     lines = ["Training epochs from initialisation to each network, and the weights evaluated at inference (nonzero "
-             "weights, BN included). Every pool method adds no training and keeps one network of the target's "
-             "density; the ensemble needs all its members trained.", "", "| " + " | ".join(columns) + " |",
-             "|" + "---|" * len(columns)]
+             "weights, BN included). A pool method keeps one network of the target's density and costs the epochs "
+             "of its sparsest candidate, which IMP trains anyway; an ensemble needs all its members trained.", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [str(row["round"]), f"{100 * row['density']:.2f}%"]
         cells += ["-" if row.get(c) is None else f"{row[c]:g}" for c in columns[2:]]
@@ -291,6 +336,69 @@ def write_cost_table(runs: Sequence[RunFolder], sms_epochs: Mapping[str, Mapping
                       f"keep, within {DENSITY_TOLERANCE:g} relative:", "", *edst_notes(runs, edst)]
         write_json(out / "edst.json", [asdict(result) for result in edst])
     atomic_write_text(out / "cost.md", "\n".join(lines) + "\n")
+
+
+def budget_rows(summary: Mapping, costs: Mapping[str, Mapping[int, Cost]]) -> list[dict]:
+    """The budget comparison: at every IMP round an SMS or EDST row reaches, each of :func:`budget_methods` with
+    its test accuracy over the seeds, its paired gain over the ticket, its training epochs and inference weights."""
+    trained = [m for m in costs if m.startswith(SMS_PREFIX) or m in (EDST_METHOD, EDST_MEMBERS)]
+    rounds = sorted({r for m in trained for r in costs[m]})
+    accuracy = {m: {c["round"]: c for c in cells} for m, cells in summary["test_acc"].items()}
+    gain = {m: {c["round"]: c for c in cells} for m, cells in summary["gain_over_ticket"].items()}
+    rows = []
+    for round_index in rounds:
+        for method in budget_methods(list(accuracy)):
+            cell = accuracy.get(method, {}).get(round_index)
+            if cell is None:
+                continue
+            paired = gain.get(method, {}).get(round_index, {})
+            cost = costs.get(method, {}).get(round_index, Cost(None, None))
+            rows.append({"round": round_index, "density": cell["density"], "method": method,
+                         "label": method_label(method), "mean": cell["mean"], "std": cell["std"], "n": cell["n"],
+                         "gain": paired.get("mean"), "ci_low": paired.get("ci_low"),
+                         "ci_high": paired.get("ci_high"), "positive": paired.get("positive"),
+                         "epochs": cost.epochs, "weights": cost.weights})
+    return rows
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.2f}".replace("-", "−")
+
+
+def budget_markdown(rows: Sequence[Mapping], seeds: int) -> str:
+    """One Markdown table per density of :func:`budget_rows`."""
+    lines = ["Each row at the densities the trained alternatives reach: test accuracy (mean ± sample std over "
+             "seeds), the paired gain over the same seed's ticket with its 95% t interval (and the seeds gaining), "
+             "the training epochs from initialisation and the weights evaluated at inference."]
+    for round_index in sorted({r["round"] for r in rows}):
+        at = [r for r in rows if r["round"] == round_index]
+        lines += ["", f"### density {100 * at[0]['density']:.2f}% (IMP round {round_index})", "",
+                  "| row | test accuracy | gain over the ticket [95% CI] | training epochs | weights at inference |",
+                  "|---|---|---|---|---|"]
+        for r in at:
+            seeds_note = f" ({r['n']} of {seeds} seeds)" if r["n"] < seeds else ""
+            gain = "" if r["gain"] is None else (
+                f"{_signed(r['gain'])}" + ("" if r["ci_low"] is None else
+                                            f" [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]")
+                + f" ({r['positive']}/{r['n']})")
+            cells = [r["label"] + seeds_note, f"{r['mean']:.2f} ± {r['std']:.2f}", gain,
+                     "-" if r["epochs"] is None else f"{r['epochs']:g}",
+                     "-" if r["weights"] is None else f"{r['weights']:,}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_budget_comparison(summary: Mapping, costs: Mapping[str, Mapping[int, Cost]], out: Path,
+                            title: str) -> None:
+    """``budget.md``/``budget.csv``/``budget.png`` when SMS or EDST rows reach some densities (else nothing)."""
+    from ..analysis.plots import plot_accuracy_vs_budget
+
+    rows = budget_rows(summary, costs)
+    if not rows:
+        return
+    write_csv(out / "budget.csv", rows, list(rows[0]))
+    atomic_write_text(out / "budget.md", budget_markdown(rows, len(summary["seeds"])))
+    plot_accuracy_vs_budget(rows, f"{title}: accuracy against training (mean ± std)", out / "budget.png")
 
 
 def latex_table(table: Mapping[str, Sequence[Mapping]], digits: int = 2) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -145,14 +146,33 @@ def test_the_experiment_gives_the_records_of_the_commands_it_replaces(finished, 
         assert sms[1]["values"][seed_index] == own[1]["test_acc"]
     assert "SMS (uniform soup of 2)" in (report / "table.md").read_text()
     assert [c["n"] for c in summary["test_acc"]["sms_imp_2x"]] == [1]  # a variant on one seed only
-    cost = (report / "cost.md").read_text()  # dense 2 epochs, then one phase of 2 candidates x 1 epoch
     from lotterypools.experiments.report import nonzero_weights
 
+    cost = {int(row["round"]): row for row in csv.DictReader((report / "cost.csv").open())}
     weights = nonzero_weights(finished / "out" / "imp" / "seed3")
     assert weights[1] < weights[0]
-    density = next(c["density"] for c in summary["test_acc"]["ticket"] if c["round"] == 1)
-    row = f"| 1 | {100 * density:.2f}% | {weights[1]} | 3 | 3 | {weights[0] + weights[1]} | 4 | 4 |"
-    assert "SMS (uniform soup of 2): epochs" in cost and row in cost, cost
+    ensemble = "IMP output ensemble (2 tickets, 2× inference)"
+    assert (cost[1]["ticket (IMP): epochs"], cost[1]["ticket (IMP): weights"]) == ("3", str(weights[1]))
+    assert (cost[1][f"{ensemble}: epochs"], cost[1][f"{ensemble}: weights"]) == ("3", str(weights[0] + weights[1]))
+    # the dense ticket's pool search merges round 1, which IMP trains to epoch 3 (2 dense + 1 after rewinding)
+    assert cost[0]["ticket (IMP): epochs"] == "2" and cost[0]["Lottery Pools (average): epochs"] == "3"
+    assert "Lottery Pools (average): weights" not in cost[1]  # a pool method holds its ticket's weights
+    # dense 2 epochs, then one phase of 2 candidates (or one network 2x) x 1 epoch
+    assert cost[1]["SMS (uniform soup of 2): epochs"] == "4"
+    assert cost[1]["IMP without rewinding, 2× retraining per phase: epochs"] == "4"
+    assert "SMS (uniform soup of 2): epochs" in (report / "cost.md").read_text()
+
+    # the budget comparison: only at the round the soups reach, the issue's rows, each with its cost
+    budget = list(csv.DictReader((report / "budget.csv").open()))
+    assert {row["round"] for row in budget} == {"1"}
+    rows = {row["method"]: row for row in budget}
+    assert list(rows) == ["ticket", "Lottery_pools_average", "imp_ensemble", "sms_imp_2x", "sms_uniform"]
+    assert float(rows["sms_uniform"]["mean"]) == pytest.approx(sms[1]["mean"])
+    gain = next(c for c in summary["gain_over_ticket"]["sms_uniform"] if c["round"] == 1)
+    assert float(rows["sms_uniform"]["ci_low"]) == pytest.approx(gain["ci_low"])
+    assert (rows["imp_ensemble"]["epochs"], rows["imp_ensemble"]["weights"]) == ("3", str(weights[0] + weights[1]))
+    assert rows["sms_imp_2x"]["n"] == "1" and "(1 of 2 seeds)" in (report / "budget.md").read_text()
+    assert (report / "budget.png").stat().st_size > 10_000
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -472,11 +492,17 @@ def test_edst_rows_gains_and_cost_join_the_report_at_the_matching_imp_density(ed
     assert "EDST ensemble (2 tickets, 2× inference)" in (report / "table.md").read_text()
     assert "EDST tickets (mean of 2)" in (report / "gain.md").read_text()
 
-    cost = (report / "cost.md").read_text()
+    cost = {int(row["round"]): row for row in csv.DictReader((report / "cost.csv").open())}
     weights = held_weights(*read_ticket(out / "edst" / "d0.8" / "seed3" / "model_0.pth"))
-    assert "EDST ensemble (2 tickets, one run): epochs | EDST ensemble: weights |" in cost
-    row = next(line for line in cost.splitlines() if line.startswith("| 1 |"))
-    assert row.endswith(f"| 2 | {2 * weights} |"), row  # the whole run's 2 epochs; 2 members' weights
+    label = "EDST ensemble (2 tickets, 2× inference)"  # the whole run's 2 epochs; its 2 members' weights
+    assert (cost[1][f"{label}: epochs"], cost[1][f"{label}: weights"]) == ("2", str(2 * weights))
+    # an EDST ticket holds what the IMP ticket of its round holds, so its weights need no column of their own
+    assert "EDST tickets (mean of 2): weights" not in cost[1] and cost[1]["ticket (IMP): weights"] == str(weights)
+    assert list(cost[1])[-3:] == ["EDST tickets (mean of 2): epochs", f"{label}: epochs", f"{label}: weights"]
+    budget = list(csv.DictReader((report / "budget.csv").open()))
+    assert [(row["round"], row["method"], row["weights"]) for row in budget][-2:] == \
+        [("1", "edst_members", str(weights)), ("1", "edst", str(2 * weights))]
+    cost = (report / "cost.md").read_text()
     assert "EDST --density 0.8, seed 3: its 2 tickets keep 80.0000% of IMP's prunable weights; IMP round 1 keeps" in cost
     assert "EDST --density 0.5, seed 3" in cost and "NOT in the tables" in cost
     runs = json.loads((report / "edst.json").read_text())
