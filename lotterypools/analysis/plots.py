@@ -119,9 +119,9 @@ def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title:
     seed); the methods are offset a little along the log-density axis so that their bars do not overlap. Means
     below ``floor`` are named in the figure rather than stretching its axis.
     """
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    densities, seeds = [], most_seeds(table)
     methods = [m for m in table if table[m]]
+    fig, ax = plt.subplots(figsize=(11, 4.5) if len(methods) > 6 else (7, 4.5))
+    densities, seeds = [], most_seeds(table)
     for index, name in enumerate(methods):
         rows = sorted(table[name], key=lambda r: -r["density"])
         shift = 1.0 + 0.025 * (index - (len(methods) - 1) / 2)
@@ -137,7 +137,8 @@ def plot_gain_intervals(table: Mapping[str, Sequence[Mapping[str, Any]]], title:
     clip_collapses(ax, table, floor)
     ax.set(xlabel="density (%) of prunable weights, log scale", ylabel="gain over the ticket (points)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # many rows: the legend beside the axes, so it hides no bar
+    ax.legend(fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if len(methods) > 6 else {}))
     _save(fig, path)
 
 
@@ -187,10 +188,11 @@ def clip_collapses(ax: Any, table: Mapping[str, Sequence[Mapping[str, Any]]], fl
     below = [f"{method_label(name)} {r['mean']:+.1f} at {100 * r['density']:.3g}%"
              for name, rows in table.items() for r in rows if r["mean"] < floor]
     if below:
-        top = ax.get_ylim()[1]
-        ax.set_ylim(floor, top)
-        ax.text(0.01, 0.02, "off scale: " + "; ".join(below), transform=ax.transAxes, fontsize=7, va="bottom",
-                wrap=True)
+        highest = max((r["mean"] for rows in table.values() for r in rows if r["mean"] >= floor), default=0.0)
+        # a collapsed row's interval is as wide as its fall: it may leave the top too, rather than flatten the rest
+        ax.set_ylim(floor, min(ax.get_ylim()[1], max(highest, 0.0) - floor))
+        ax.text(0.0, -0.22, "off scale: " + "; ".join(below), transform=ax.transAxes, fontsize=7, va="top",
+                wrap=True)  # below the density labels, not over the bars
 
 
 def plot_linear_paths(paths: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:

@@ -39,15 +39,16 @@ def test_a_collapsed_method_is_named_below_the_floor_instead_of_stretching_the_g
 
     def keep(fig, path):
         ax = fig.axes[0]
-        seen["bottom"] = ax.get_ylim()[0]
+        seen["bottom"], seen["top"] = ax.get_ylim()
         seen["texts"] = [t.get_text() for t in ax.texts]
 
     monkeypatch.setattr(plots, "_save", keep)
     table = {"interpolate_ema": [{"density": 0.5, "mean": -0.4, "ci_low": -0.6, "ci_high": -0.2},
-                                 {"density": 0.0024, "mean": -40.8, "ci_low": -61.0, "ci_high": -20.0}],
+                                 {"density": 0.0024, "mean": -40.8, "ci_low": -61.0, "ci_high": 12.0}],
              "Lottery_pools": [{"density": 0.5, "mean": 0.2, "ci_low": 0.1, "ci_high": 0.3}]}
     plots.plot_gain_intervals(table, "t", tmp_path / "g.png")
     assert seen["bottom"] == -3.0
+    assert seen["top"] == 0.2 + 3.0  # the collapsed row's interval (to +12) does not set it
     assert seen["texts"] == [f"off scale: {plots.method_label('interpolate_ema')} -40.8 at 0.24%"]
     table["interpolate_ema"].pop()  # nothing below the floor: the axis is matplotlib's own, no note
     plots.plot_gain_intervals(table, "t", tmp_path / "g.png")
