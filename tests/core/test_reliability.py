@@ -530,9 +530,8 @@ def test_workers_die_with_a_killed_launcher():
         launcher.stdout.close()
 
 
-@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
-def test_a_signalled_launcher_stops_its_workers_and_prints_one_line(tmp_path, signum):
-    import signal
+def _start_launcher(tmp_path):
+    """multiproc with two workers of a sleeping script; returns the launcher and the workers' PIDs once both run."""
     import socket
     import subprocess
     import sys
@@ -547,13 +546,28 @@ def test_a_signalled_launcher_stops_its_workers_and_prints_one_line(tmp_path, si
     launcher = subprocess.Popen([sys.executable, "-m", "lotterypools.cli.commands.multiproc", "--nproc_per_node", "2",
                                  "--master_port", str(port), str(script)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=_env())
+    workers = []
+    for line in launcher.stdout:
+        if "pid" in line:
+            workers.append(int(line.split()[-1]))
+        if len(workers) == 2:
+            break
+    return launcher, workers
+
+
+def _close(launcher) -> None:
+    launcher.kill()
+    launcher.wait()
+    launcher.stdout.close()
+    launcher.stderr.close()
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signalled_launcher_stops_its_workers_and_prints_one_line(tmp_path, signum):
+    import signal
+
+    launcher, workers = _start_launcher(tmp_path)
     try:
-        workers = []
-        for line in launcher.stdout:
-            if "pid" in line:
-                workers.append(int(line.split()[-1]))
-            if len(workers) == 2:
-                break
         launcher.send_signal(getattr(signal, signum))
         launcher.wait(timeout=120)
         err = launcher.stderr.read().strip().splitlines()
@@ -562,10 +576,45 @@ def test_a_signalled_launcher_stops_its_workers_and_prints_one_line(tmp_path, si
         assert not any("Traceback" in line for line in err), err
         assert all(_gone(pid) for pid in workers)
     finally:
-        launcher.kill()
-        launcher.wait()
-        launcher.stdout.close()
-        launcher.stderr.close()
+        _close(launcher)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="parent-death signal: Linux only")
+def test_a_launcher_killed_with_sigkill_leaves_no_workers(tmp_path):
+    import signal
+
+    launcher, workers = _start_launcher(tmp_path)
+    try:
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=60)
+        assert all(_gone(pid) for pid in workers)  # the agent gets its parent-death signal, then the workers
+    finally:
+        _close(launcher)
+
+
+@pytest.mark.parametrize("ignored", [1, 1000])
+def test_the_supervisor_repeats_a_missed_signal_then_kills(monkeypatch, ignored):
+    import signal
+    import subprocess
+    import sys
+
+    from lotterypools.cli.commands import multiproc
+
+    monkeypatch.setattr(multiproc, "RESEND_S", 0.3)
+    monkeypatch.setattr(multiproc, "KILL_AFTER_S", 3.0)
+    # an agent that misses the first ``ignored`` SIGTERMs (as torchrun once did under load) and then exits 143
+    agent = subprocess.Popen([sys.executable, "-c", (
+        "import signal, sys, time\nseen = []\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: seen.append(1) or (len(seen) > {ignored} and sys.exit(143)))\n"
+        "print('ready', flush=True)\nwhile True: time.sleep(0.05)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert agent.stdout.readline().strip() == "ready"
+        code = multiproc.supervise(agent, [signal.SIGTERM])
+        assert code == (143 if ignored == 1 else -signal.SIGKILL)
+    finally:
+        agent.kill()
+        agent.wait()
+        agent.stdout.close()
 
 
 def test_imagenet_main_interrupt_message_names_a_command_that_works():

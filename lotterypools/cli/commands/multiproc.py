@@ -4,6 +4,9 @@ Every process gets --local_rank (and torchrun's RANK/WORLD_SIZE/MASTER_* environ
 or is killed, the others are stopped and this launcher exits with a non-zero code. Example:
     python multiproc.py --nproc_per_node 2 Lottery_pools.py --save_dir $save_dir $data --master_port 8020 ...
 A --master_port given only among the script's arguments (as in the original README) is used by the launcher.
+
+Three kinds of process: this launcher checks the arguments and supervises; one agent process runs
+torch.distributed.run; the agent starts the workers, which run the script.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import signal
 import socket
+import subprocess
 import sys
+import time
 
 from ...config.commands import LauncherSettings
 from ...config.settings import add_config_arguments
@@ -20,6 +26,9 @@ from ...core.errors import UserError, cli_entry
 
 THIS_MODULE = "lotterypools.cli.commands.multiproc"
 CHILD_FLAG = "--run_script_as_child"
+AGENT_FLAG = "--run_torchrun_agent"
+SUPERVISOR_PID = "LOTTERYPOOLS_SUPERVISOR_PID"  # environment: the supervising launcher's PID, for the agent
+POLL_S, RESEND_S, KILL_AFTER_S = 0.2, 5.0, 60.0  # the supervisor's wait step, signal repeat and last resort
 DEFAULT_PORT = 29500
 LAUNCHER_PID = "LOTTERYPOOLS_LAUNCHER_PID"  # environment: the launcher's PID, for its children's parent-death check
 INTERRUPTED = ("interrupted ({signal}): the launched processes were stopped; rerun the same command to continue "
@@ -105,7 +114,7 @@ def die_with_parent(parent_pid: int | None) -> None:
 
 
 def run_child(script: str, script_args: list[str]) -> None:
-    """In a launched process: run ``script`` as __main__ with ``--local_rank`` appended, as the original did."""
+    """In a worker process: run ``script`` as __main__ with ``--local_rank`` appended, as the original did."""
     launcher = os.environ.get(LAUNCHER_PID, "")
     die_with_parent(int(launcher) if launcher.isdigit() else None)
     sys.argv = [script, *script_args, f"--local_rank={os.environ.get('LOCAL_RANK', '0')}"]
@@ -113,30 +122,41 @@ def run_child(script: str, script_args: list[str]) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
-@cli_entry(interrupted=INTERRUPTED.format(signal="SIGINT"))
-def launch(argv: list[str]) -> None:
-    """Check the arguments, then start ``--nproc_per_node`` processes of the script with torch.distributed.run."""
-    args = build_parser().parse_args(argv)
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main as torchrun
-
+def check_arguments(args: argparse.Namespace) -> int:
+    """The checks that need no torch, made before any process starts: the rendezvous port."""
     port = args.master_port if args.master_port is not None else port_in_script_args(args.script_args) or DEFAULT_PORT
     check_port(port)
     if args.node_rank >= args.nnodes:
         raise UserError(f"--node_rank {args.node_rank} must be below --nnodes {args.nnodes} (machines count from 0)")
     if not os.path.isfile(args.script):
         raise UserError(f"script {args.script} does not exist; run from ImageNet/ or give its path")
-    check_devices(args.nproc_per_node, args.script_args)
     if args.node_rank == 0:
         check_port_free(port)
+    return port
+
+
+@cli_entry()
+def run_agent(argv: list[str]) -> None:
+    """In the agent process: run torch.distributed.run, which starts and watches the workers.
+
+    A signal turns into torchrun's SignalException after it has stopped the workers; the supervisor, which
+    sent it, prints the one line, so this process only exits with 128 + the signal.
+    """
+    die_with_parent(int(os.environ[SUPERVISOR_PID]) if os.environ.get(SUPERVISOR_PID, "").isdigit() else None)
+    args = build_parser().parse_args(argv)
+    port = check_arguments(args)
+    check_devices(args.nproc_per_node, args.script_args)
     from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
 
     os.environ[LAUNCHER_PID] = str(os.getpid())
     try:
         torchrun(torchrun_arguments(args, port))
-    except SignalException as stop:  # torchrun turns SIGINT/SIGTERM into this after stopping its workers
-        print(INTERRUPTED.format(signal=stop.sigval.name), file=sys.stderr)
+    except SignalException as stop:
         sys.exit(128 + int(stop.sigval))
+    except KeyboardInterrupt:  # a SIGINT before torchrun took it over: nothing started yet
+        sys.exit(130)
     except ChildFailedError as failure:
         rank, first = failure.get_first_failure()
         code = first.exitcode if first.exitcode > 0 else 128 - first.exitcode
@@ -145,11 +165,58 @@ def launch(argv: list[str]) -> None:
         sys.exit(code)
 
 
+def supervise(agent: subprocess.Popen, received: list[int]) -> int:
+    """Wait for the agent; pass it the first signal received, again every RESEND_S, and kill it after KILL_AFTER_S.
+
+    Why a second process: torchrun's own handler, in a process with torch's threads, was seen to miss a SIGTERM
+    under load (the workers then ran to their end). This process has no threads, so it always sees the signal,
+    and repeating it (then SIGKILL, after which the workers get their parent-death signal) cannot be missed.
+    """
+    sent_at = first_at = None
+    while True:
+        try:
+            return agent.wait(timeout=POLL_S)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if not received:
+            continue
+        first_at = first_at or now
+        if now - first_at > KILL_AFTER_S:
+            agent.kill()
+        elif sent_at is None or now - sent_at > RESEND_S:
+            agent.send_signal(received[0])
+            sent_at = now
+
+
+@cli_entry(interrupted=INTERRUPTED.format(signal="SIGINT"))
+def launch(argv: list[str]) -> None:
+    """Check the arguments, then start the torchrun agent in its own session and stop it on SIGINT/SIGTERM/SIGHUP."""
+    check_arguments(build_parser().parse_args(argv))
+    received: list[int] = []
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, lambda signum, _: received.append(signum)) for signum in handled}
+    try:
+        # its own session: a Ctrl-C on the terminal reaches the agent once, from here, not twice
+        agent = subprocess.Popen([sys.executable, "-m", THIS_MODULE, AGENT_FLAG, *argv], start_new_session=True,
+                                 env={**os.environ, SUPERVISOR_PID: str(os.getpid())})
+        code = supervise(agent, received)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        print(INTERRUPTED.format(signal=signal.Signals(received[0]).name), file=sys.stderr)
+        sys.exit(128 + received[0])
+    sys.exit(code if code >= 0 else 128 - code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Launch the processes, or (in a launched process) run the script."""
+    """Launch the processes, or (in a launched process) run the torchrun agent or the script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) > 1 and argv[0] == CHILD_FLAG:
         run_child(argv[1], argv[2:])
+    elif argv[:1] == [AGENT_FLAG]:
+        run_agent(argv[1:])
     else:
         launch(argv)
 
