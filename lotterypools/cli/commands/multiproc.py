@@ -194,7 +194,7 @@ def launch(argv: list[str]) -> None:
     """Check the arguments, then start the torchrun agent in its own session and stop it on SIGINT/SIGTERM/SIGHUP."""
     check_arguments(build_parser().parse_args(argv))
     received: list[int] = []
-    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    handled = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]  # no SIGHUP on Windows
     previous = {signum: signal.signal(signum, lambda signum, _: received.append(signum)) for signum in handled}
     try:
         # its own session: a Ctrl-C on the terminal reaches the agent once, from here, not twice
@@ -204,7 +204,7 @@ def launch(argv: list[str]) -> None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if received:
+    if received and code != 0:  # a signal that came as the work ended successfully stopped nothing
         print(INTERRUPTED.format(signal=signal.Signals(received[0]).name), file=sys.stderr)
         sys.exit(128 + received[0])
     sys.exit(code if code >= 0 else 128 - code)
