@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: set up, then the whole main job on real Fashion-MNIST on the CPU:
 # IMP with rewinding (conv4, 4 networks of 3 epochs), then Lottery Pools over the tickets it made,
-# ending with the table of tickets against pooled tickets. Extra arguments go to both scripts' runs folder.
+# ending with the table of tickets against pooled tickets. RUN=<folder> sets the runs folder.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh

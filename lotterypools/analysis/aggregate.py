@@ -264,6 +264,18 @@ def _signed(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:+.{digits}f}"
 
 
+def _mean_std(cell: dict, digits: int, sign: str = "") -> str:
+    """``mean ± std``; one seed has no spread, so its cell is the value alone."""
+    mean = f"{cell['mean']:{sign}.{digits}f}"
+    return mean if cell["n"] < 2 else f"{mean} ± {cell['std']:.{digits}f}"
+
+
+def _seeds_note(seeds: list[int]) -> str:
+    if seeds == [1]:
+        return "\none seed: the cells are single values (run more seeds for mean ± std and intervals)"
+    return f"\nmean ± sample std over n = {seeds[0]} seeds in every cell"
+
+
 def gain_markdown(aggregated: dict, digits: int = 2) -> str:
     """One row per (density, method): mean ± std, the 95% t interval, seeds that gained, and the verdict."""
     gain = aggregated["gain_over_ticket"]
@@ -273,11 +285,10 @@ def gain_markdown(aggregated: dict, digits: int = 2) -> str:
                   key=lambda item: (item[0], method_rank(item[1])))
     for round_index, method, cell in rows:
         lines.append(f"| {round_index} | {100 * cell['density']:.2f} | {method_label(method)} | "
-                     f"{cell['mean']:+.{digits}f} ± {cell['std']:.{digits}f} | "
-                     f"[{_signed(cell['ci_low'], digits)}, {_signed(cell['ci_high'], digits)}] | "
+                     f"{_mean_std(cell, digits, '+')} | [{_signed(cell['ci_low'], digits)}, {_signed(cell['ci_high'], digits)}] | "
                      f"{cell['positive']}/{cell['n']} | {cell['verdict']} |")
     for method, cell in sorted(aggregated["gain_over_densities"].items(), key=lambda item: method_rank(item[0])):
-        lines.append(f"| all | mean | {method_label(method)} | {cell['mean']:+.{digits}f} ± {cell['std']:.{digits}f} | "
+        lines.append(f"| all | mean | {method_label(method)} | {_mean_std(cell, digits, '+')} | "
                      f"[{_signed(cell['ci_low'], digits)}, {_signed(cell['ci_high'], digits)}] | "
                      f"{cell['positive']}/{cell['n']} | {cell['verdict']} |")
     errors = [c["sampling_error"] for c in aggregated["test_acc"].get("ticket", []) if c.get("sampling_error")]
@@ -286,8 +297,12 @@ def gain_markdown(aggregated: dict, digits: int = 2) -> str:
              "(densities share tickets, so they are not independent)."]
     if errors:
         notes.append(f"The sampling error of one ticket's test accuracy on {aggregated['test_size']:,} test images "
-                     f"is {min(errors):.2f}-{max(errors):.2f} points (binomial standard error).")
+                     f"is {_span(min(errors), max(errors))} points (binomial standard error).")
     return "\n".join(lines + notes)
+
+
+def _span(low: float, high: float) -> str:
+    return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}"
 
 
 def _cells(table: dict[str, list[dict]], digits: int, signed: bool) -> tuple[list[str], list[dict]]:
@@ -298,8 +313,7 @@ def _cells(table: dict[str, list[dict]], digits: int, signed: bool) -> tuple[lis
     for method, cells in table.items():
         for cell in cells:
             row = rows.setdefault(cell["round"], {"round": cell["round"], "density": cell["density"]})
-            sign = "+" if signed else ""
-            text = f"{cell['mean']:{sign}.{digits}f} ± {cell['std']:.{digits}f}"
+            text = _mean_std(cell, digits, "+" if signed else "")
             row[method] = text if len(seeds) == 1 else f"{text} (n={cell['n']})"
     return methods, [rows[k] for k in sorted(rows)]
 
@@ -314,7 +328,7 @@ def markdown_table(table: dict[str, list[dict]], digits: int = 2, signed: bool =
         lines.append(f"| {row['round']} | {100 * row['density']:.2f} | "
                      + " | ".join(row.get(m, "–") for m in methods) + " |")
     if len(seeds) == 1:
-        lines.append(f"\nmean ± sample std over n = {seeds[0]} seeds in every cell")
+        lines.append(_seeds_note(seeds))
     return "\n".join(lines)
 
 

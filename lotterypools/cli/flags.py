@@ -59,7 +59,8 @@ def add_pruning_arguments(parser: argparse.ArgumentParser, defaults: Mapping[str
 
 def training_parser(description: str) -> argparse.ArgumentParser:
     """A parser with the data, model and training flags of the training scripts."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_data_arguments(parser)
     add_model_arguments(parser)
     add_training_arguments(parser)

@@ -7,6 +7,7 @@ Flags keep the original spelling (``--sparse-init``, ``--death-rate``, ``--data 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..config.settings import add_config_arguments, config_from_args
@@ -99,7 +100,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, method: str, script:
 
 def build_parser(method: str, description: str, script: str) -> argparse.ArgumentParser:
     """A parser with every flag of one FreeTickets CIFAR script (``script``: its command module, for its aliases)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_training_arguments(parser, method, script)
     add_sparse_arguments(parser, defaults={"sparse_init": "ER"})  # the original CIFAR flag's default
     return parser
@@ -191,6 +193,7 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     config = sparse_config(args, method)
     plan = training_plan(args, method)
     say_no_effect(args)
+    check_data_set_name(args.dataset)
     spec = freetickets_spec(args.dataset)  # FreeTickets' own CIFAR-10 pipeline, not the Lottery Pools one
     factory = lambda: build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
     factory()  # an unknown --model fails here, before data is read
@@ -198,10 +201,11 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
         raise UserError("main_PF.py needs --pretrain <dense model file> (e.g. from main_individual.py)")
     start = load_pretrain(args.pretrain, factory, args.model, args.dataset) if method == "PF" else None
     save_dir = Path(args.save_dir) if args.save_dir else default_save_dir(args, method, config.density)
-    check_writable_folder(save_dir, "--save_dir")
+    check_writable_folder(save_dir, "--save_dir", create=False)  # made once the data is read: a refusal leaves nothing
     device = resolve_device(args.device)
     seed_everything(args.seed)
     data = replace(load_dataset(args.dataset, args.data_dir, download=not args.no_download), spec=spec)
+    check_writable_folder(save_dir, "--save_dir")
     log(f"{method}: {args.model} on {args.dataset} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test), "
         f"{'sparse, density ' + format(config.density, 'g') if args.sparse else 'dense'}, {plan.epochs} epochs, "
         f"{len(plan.phases)} phase(s), device {device}; tickets in {save_dir}")
@@ -218,6 +222,20 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
                          trajectory=trajectory, bare_tickets=method == "individual", progress=progress_wanted(),
                          data_provenance=data_provenance(data))
     return run.run()
+
+
+def check_data_set_name(name: str) -> None:
+    """One line for a folder given where FreeTickets' ``--data`` expects a data set's name (its original meaning)."""
+    from ..core.errors import UserError
+    from ..data.datasets import freetickets_spec
+
+    try:
+        freetickets_spec(name)
+    except UserError:
+        if "/" in name or os.sep in name or Path(name).is_dir():
+            raise UserError(f"--data {name} looks like a folder: in the FreeTickets scripts --data names the data set "
+                            f"(as in the original), e.g. --data cifar10; give the folder as --data_dir {name}") from None
+        raise
 
 
 def selecting_on_test(evaluate):

@@ -116,7 +116,7 @@ class IMPConfig:
     milestones: list[int] = setting([91, 136], "comma-separated epochs at which the lr is divided by 10",
                                     flags=("--decreasing_lr", "--milestones"), minimum=1)
     warmup: int = setting(0, "epochs of linear learning-rate warm-up", minimum=0)
-    seed: int = setting(1, "random seed (the paper's CIFAR runs use 41)", group="model")
+    seed: int = setting(1, "random seed (the Lottery Pools paper's CIFAR runs use 41, FreeTickets' README 17)", group="model")
     amp: bool = setting(False, "bf16 autocast for training and evaluation (--fp16 is the same)",
                         flags=("--amp", "--fp16"))
     channels_last: bool = setting(False, "channels-last memory format (faster convolutions on GPUs)",
@@ -164,8 +164,12 @@ class IMPConfig:
         kept = [m for m in self.milestones if m < self.epochs]
         return [f"note: --decreasing_lr {','.join(map(str, late))} is at or after the last epoch (--epochs "
                 f"{self.epochs}), so {'that drop never happens' if len(late) == 1 else 'those drops never happen'}"
-                f"{'' if kept else ' and the whole run trains at --lr ' + str(self.lr)}; give milestones below "
-                f"--epochs (e.g. --decreasing_lr {max(1, self.epochs // 2)}) for a decaying schedule"]
+                f"{'' if kept else ' and the whole run trains at --lr ' + str(self.lr)}; {self._schedule_fix()}"]
+
+    def _schedule_fix(self) -> str:
+        if self.epochs < 2:  # a drop needs an epoch after it
+            return "with --epochs 1 no drop is possible: give --epochs 2 or more for a decaying schedule"
+        return f"give milestones below --epochs (e.g. --decreasing_lr {self.epochs // 2}) for a decaying schedule"
 
     @property
     def rewind_point(self) -> int:
@@ -235,6 +239,14 @@ def _range_text(meta: Mapping[str, Any]) -> str:
     return f"<= {_bound(high)}" if high is not None else f"< {_bound(below)}"
 
 
+def _argument_group(parser: argparse.ArgumentParser, title: str) -> Any:
+    """The parser's group of that title, made on first use (settings of two classes share one --help heading)."""
+    for group in parser._action_groups:  # argparse has no public lookup by title
+        if group.title == title:
+            return group
+    return parser.add_argument_group(title)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, groups: Mapping[str, str], *,
                          defaults: Mapping[str, Any] | None = None, skip: Iterable[str] = (),
                          cls: type = IMPConfig, aliases: Mapping[str, Sequence[str]] | None = None,
@@ -249,7 +261,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, groups: Mapping[str, s
     defaults, skip, aliases = dict(defaults or {}), set(skip), dict(aliases or {})
     wanted = None if only is None else set(only)
     for group_name, title in groups.items():
-        group = parser.add_argument_group(title)
+        group = _argument_group(parser, title)
         for f in config_fields(cls, [group_name]):
             if f.name in skip or (wanted is not None and f.name not in wanted):
                 continue

@@ -60,6 +60,15 @@ def test_mean_and_std_over_two_seeds_equal_the_hand_computed_ones(tmp_path, caps
         assert (tmp_path / "agg" / name).stat().st_size > 10000
 
 
+def test_one_seed_gives_single_values_not_a_zero_spread(tmp_path):
+    folder = two_seeds(tmp_path)[0]
+    main([str(folder), "--out", str(tmp_path / "agg")])
+    table = (tmp_path / "agg" / "table.md").read_text()
+    assert "| 0 | 100.00 | 90.00 | 90.50 |" in table and "one seed" in table and "±" not in table.split("\n")[2]
+    gain = (tmp_path / "agg" / "gain.md").read_text()
+    assert "| +0.50 | [–, –] |" in gain and "± 0.00" not in gain
+
+
 @pytest.mark.parametrize("change, fragment", [
     (dict(arch="resnet20s"), "is resnet20s on fashionmnist but"),
     (dict(coefficients=[0.5]), "differ in coefficients"),

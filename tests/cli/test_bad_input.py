@@ -3,6 +3,7 @@ folders, and writes interrupted by a crash. Each ends in one line naming the fil
 
 from __future__ import annotations
 
+import argparse
 import errno
 import importlib
 import json
@@ -240,3 +241,25 @@ def test_temporaries_left_by_a_crash_are_removed_by_the_next_write(tmp_path):
     atomic_save({"epoch": 1}, tmp_path / "0checkpoint.pth.tar")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc.tmp", "0checkpoint.pth.tar", "summary.json"]
     assert json.loads((tmp_path / "summary.json").read_text()) == {"round": 1}
+
+
+def _command_parsers():
+    import pkgutil
+
+    from lotterypools.cli import commands
+
+    for info in pkgutil.iter_modules(commands.__path__):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        parser = module.build_parser()
+        subparsers = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        yield info.name, parser
+        for action in subparsers:
+            yield from ((f"{info.name} {name}", sub) for name, sub in action.choices.items())
+
+
+def test_no_command_takes_an_abbreviated_flag():
+    parsers = dict(_command_parsers())
+    assert {"main_imp", "main_sms", "lottery_pools", "analyze_tickets ensemble", "experiment"} <= set(parsers)
+    assert [name for name, parser in parsers.items() if parser.allow_abbrev] == []
+    with pytest.raises(SystemExit):  # a misspelled --pruning_times is an error, not taken as the flag
+        parsers["main_imp"].parse_args(["--pruning_time", "2"])

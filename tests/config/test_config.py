@@ -80,3 +80,6 @@ def test_milestones_past_the_last_epoch_are_said_out_loud():
     partly = IMPConfig(epochs=100).schedule_notes()
     assert len(partly) == 1 and "136" in partly[0] and "that drop never happens" in partly[0]
     assert IMPConfig(epochs=182).schedule_notes() == []
+    assert "e.g. --decreasing_lr 1)" in notes[0]  # the example fix is a milestone that fires
+    one = IMPConfig(epochs=1, milestones=[1]).schedule_notes()
+    assert len(one) == 1 and "no drop is possible" in one[0] and "e.g. --decreasing_lr" not in one[0]

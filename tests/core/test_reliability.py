@@ -617,15 +617,25 @@ def test_the_supervisor_repeats_a_missed_signal_then_kills(monkeypatch, ignored)
         agent.stdout.close()
 
 
-def test_imagenet_main_interrupt_message_names_a_command_that_works():
-    from lotterypools.cli.commands import ensemble_freetickets, imagenet_edst
+def test_every_interrupt_message_that_says_resume_belongs_to_a_command_with_resume():
+    import importlib
+    import pkgutil
 
-    for module in (imagenet_edst, ensemble_freetickets):
-        source = Path(module.__file__).read_text()
-        assert "@cli_entry(interrupted=" in source  # not the default "rerun ... with --resume", which they reject
+    from lotterypools.cli import commands
+    from lotterypools.cli.aliases import _NoEffectAction
     from lotterypools.core.errors import RERUN_CONTINUES
 
     assert "--resume" not in RERUN_CONTINUES
+    checked = []
+    for info in pkgutil.iter_modules(commands.__path__):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        source = Path(module.__file__).read_text()
+        if "\n@cli_entry\n" not in source:  # plain @cli_entry prints "rerun ... with --resume"
+            continue
+        resume = module.build_parser()._option_string_actions.get("--resume")
+        assert resume is not None and not isinstance(resume, _NoEffectAction), info.name
+        checked.append(info.name)
+    assert "main_imp" in checked and "main_sms" not in checked
 
 
 # ---------------------------------------------------------------------------------------------- 8. data files

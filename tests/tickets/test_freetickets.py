@@ -419,3 +419,16 @@ def test_a_run_whose_lr_drops_all_fall_on_epoch_0_says_so(capsys):
     training_plan(SimpleNamespace(epochs=8, lr=0.1, nolrsche=False, seed=1, multiplier=1), "DST")
     training_plan(SimpleNamespace(epochs=1, lr=0.1, nolrsche=True, seed=1, multiplier=1), "DST")
     assert capsys.readouterr().out == ""
+
+
+def test_a_folder_given_as_freetickets_data_names_data_dir_and_a_missing_data_set_leaves_no_folder(tmp_path, capsys):
+    save = tmp_path / "tickets"
+    args = ["--model", "conv2", "--no_download", "--device", "cpu", *SPARSE, "--save_dir", str(save)]
+    with pytest.raises(SystemExit) as stop:
+        command("main_edst")([*args, "--data", str(tmp_path)])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and f"--data {tmp_path} looks like a folder" in line and f"--data_dir {tmp_path}" in line
+    with pytest.raises(SystemExit) as stop:
+        command("main_edst")([*args, "--data", "cifar10", "--data_dir", str(tmp_path / "no_data")])
+    assert stop.value.code == 2 and "cifar" in capsys.readouterr().err.lower()
+    assert not save.exists()  # refused before the tickets' folder was made

@@ -22,7 +22,8 @@ from ...core.errors import NOTHING_TO_RESUME, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("run_folders", nargs="+", metavar="RUN_FOLDER",
                         help="run folders (or their pools_results.json) of one experiment, one per seed")
     parser.add_argument("--out", required=True, help="folder for the tables, aggregate.json and the plots")

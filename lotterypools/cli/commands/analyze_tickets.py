@@ -25,14 +25,15 @@ from ...core.files import check_writable_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {"ood": "accuracy on a corrupted test set (CIFAR-10-C layout) of every ticket and pooled ticket",
              "ensemble": "output ensemble of each target and its k nearest tickets vs the ticket and the pooled ticket",
              "disagreement": "calibration (ECE, NLL, Brier) of every ticket and their prediction disagreement matrix",
              "pairwise": "test accuracy of the average of every pair of tickets, pruned to the sparser parent, BN recomputed"}
     for name, text in helps.items():
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
         add_data_arguments(sub)
         add_model_arguments(sub)
         sub.add_argument("--checkpoint", required=True, help="the IMP run folder holding '<k>model_SA_best.pth.tar' tickets")

@@ -24,7 +24,8 @@ MODES = ("predict", "disagreement", "calibration", "KD", "tsne")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     aliases = aliases_of("ensemble_freetickets")
     parser.add_argument("--mode", default="predict", help=f"{', '.join(MODES)} (default predict)")
     parser.add_argument("--tickets_dir", *aliases["tickets_dir"], dest="tickets_dir", required=True,

@@ -22,7 +22,8 @@ from ...core.errors import RERUN_CONTINUES, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("spec", help="the experiment's TOML spec (see experiments/*.toml)")
     add_config_arguments(parser, {"run": "jobs"}, cls=ExperimentRun)
     parser.add_argument("--print_commands", action="store_true",

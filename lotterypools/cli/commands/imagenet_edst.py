@@ -27,7 +27,8 @@ ARCH_ALIASES = {"resnet18": "imagenet_resnet_18", "resnet34": "imagenet_resnet_3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_imagenet_arguments(parser, default_seed=IMAGENET_EDST_DEFAULTS["seed"])
     parser.add_argument("--save_dir", default="save",
                         help="folder for the tickets checkpoint-<k>.pth.tar (default save, as the original)")

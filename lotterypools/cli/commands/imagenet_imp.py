@@ -24,7 +24,8 @@ SKIPPED = ("workers", "seed", "amp", "loader", "pruning_times", "ticket")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_imagenet_arguments(parser, default_seed=OPENLTH_IMAGENET_DEFAULTS["seed"])
     parser.add_argument("--save_dir", required=True,
                         help="output: the OpenLTH run folder that receives level_<k>/main/ (rerun to continue it)")

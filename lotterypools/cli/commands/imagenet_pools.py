@@ -23,7 +23,8 @@ from ...core.errors import POOLS_RERUN, UserError, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_imagenet_arguments(parser, default_seed=17)
     parser.add_argument("--ticket_dir", "--save_dir", dest="ticket_dir", required=True,
                         help="input: the OpenLTH run folder holding level_<k>/main/ (--save_dir is the original's "

@@ -21,7 +21,8 @@ from ...core.errors import POOLS_RERUN, UserError, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_data_arguments(parser)
     add_model_arguments(parser)
     add_pool_arguments(parser)

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..flags import add_pruning_arguments, training_parser
 from ...config.settings import add_config_arguments
 from ...config.sms import SMSSettings
-from ...core.errors import cli_entry
+from ...core.errors import RERUN_CONTINUES, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
+@cli_entry(interrupted=RERUN_CONTINUES)  # SMS has no --resume: a rerun continues
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from ..setup import imp_config, start_training_job

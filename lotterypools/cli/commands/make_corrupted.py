@@ -22,7 +22,8 @@ from ...core.files import check_writable_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, help="folder receiving <corruption>.npy files and labels.npy")
     parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTION_NAMES),

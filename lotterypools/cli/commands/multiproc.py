@@ -36,7 +36,8 @@ INTERRUPTED = ("interrupted ({signal}): the launched processes were stopped; rer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     add_config_arguments(parser, {"launcher": "processes"}, cls=LauncherSettings)
     parser.add_argument("--master_addr", default="127.0.0.1",
                         help="address of the machine with node_rank 0 (default 127.0.0.1)")
