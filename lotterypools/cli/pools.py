@@ -83,9 +83,10 @@ def run_pool_job(args: argparse.Namespace, store: TicketStore, evaluator: PoolEv
     """Evaluate the tickets, run the chosen method over this process's targets, and record every result.
 
     ``results`` was read before any work: the records already there with the same settings are skipped
-    (unless ``--overwrite``). Each finished target is committed at once by the process that made it
-    (``writer``). Several processes either share the targets (``share``: target-parallel) or all run every
-    target together with only rank 0 writing (data-parallel: ``share`` is one process, ``writer`` rank 0 only).
+    (unless ``--overwrite``, or the ticket folder now gives a target other candidate rounds). Each finished
+    target is committed at once by the process that made it (``writer``). Several processes either share the
+    targets (``share``: target-parallel) or all run every target together with only rank 0 writing
+    (data-parallel: ``share`` is one process, ``writer`` rank 0 only).
     ``sync`` is a barrier across processes. Rank 0 finally writes the plots and prints the table.
     """
     main = share.is_main and writer

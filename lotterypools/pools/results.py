@@ -2,7 +2,9 @@
 
 Each record names itself: its method, target round and every setting that changes its numbers
 (:data:`IDENTITY_FIELDS` and :data:`SETTING_FIELDS`), so runs with other settings coexist in one file and a
-rerun recognises the records it already made. Every change is a read-merge-write under an exclusive lock
+rerun recognises the records it already made. A pooled ticket's record also lists the candidate rounds its
+search walked (:data:`CANDIDATES_FIELD`, not part of the key): a rerun over a folder that now gives other
+candidates replaces it (:func:`made_from_other_candidates`). Every change is a read-merge-write under an exclusive lock
 on ``.pools_results.lock`` (:mod:`filelock`, as the run-folder lock), followed by an atomic rename: runs that write into one
 folder at the same time (other methods, other settings, other processes) all keep their records, and a
 crash or a full disk leaves the file as it was before that write.
@@ -23,9 +25,10 @@ from ..core.records import format_table, provenance, read_json, write_csv, write
 import filelock
 
 IDENTITY_FIELDS = ["arch", "dataset", "seed", "ticket_folder"]
+CANDIDATES_FIELD = "candidate_rounds"  # the rounds a target's search walked, in order (absent in older records)
 SETTING_FIELDS = ["coefficients", "search_num", "bn_mode", "bn_batches", "bn_batch_size", "prune_mode", "ema_value"]
 RECORD_COLUMNS = ["method", "target_round", "density", "lt_val_acc", "lt_test_acc", "val_acc", "test_acc",
-                  "chosen_rounds", "alphas", "seconds", *IDENTITY_FIELDS, *SETTING_FIELDS]
+                  "chosen_rounds", "alphas", "seconds", *IDENTITY_FIELDS, *SETTING_FIELDS, CANDIDATES_FIELD]
 LINEAR_COLUMNS = ["round_a", "round_b", "loss_barrier", "acc_drop", *IDENTITY_FIELDS, "bn_mode", "bn_batches",
                   "bn_batch_size"]
 JSON_NAME, CSV_NAME, LOCK_NAME = "pools_results.json", "pools_results.csv", ".pools_results.lock"
@@ -57,6 +60,15 @@ def settings_key(record: dict) -> str:
 def record_key(record: dict) -> tuple:
     """What makes two records the same result: method, target round, identity and settings."""
     return record["method"], record["target_round"], settings_key(record)
+
+
+def made_from_other_candidates(record: dict, candidates: Iterable[int]) -> bool:
+    """Whether ``record`` was searched over other candidate rounds than ``candidates`` (the folder gives now).
+
+    A record without the field (written before it existed) counts as current: its results stay valid.
+    """
+    stored = record.get(CANDIDATES_FIELD)
+    return stored is not None and list(stored) != list(candidates)
 
 
 def linear_key(path: dict) -> tuple:

@@ -2,8 +2,9 @@
 
 Shared by ``CIFAR/Lottery_pools.py`` and ``ImageNet/Lottery_pools.py``. The run is incremental: each
 target's record is committed to the results file as soon as the target is finished, a rerun skips the
-targets whose record (same method and settings) is already there, and several processes can share the
-targets (each takes whole targets, ``rank::world_size``).
+targets whose record (same method and settings) is already there unless the folder now gives that target
+other candidate rounds (then it is recomputed and replaced), and several processes can share the targets
+(each takes whole targets, ``rank::world_size``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..training.masks import join_pruned_state
 from ..core.console import log, progress
 from ..core.errors import UserError
 from ..training.masks import magnitude_masks
-from .results import PoolResultsFile, linear_key, record_key
+from .results import CANDIDATES_FIELD, PoolResultsFile, linear_key, made_from_other_candidates, record_key
 from .search import (PoolEvaluator, PoolResult, PoolRule, PoolSearch, candidate_order, ema_rule, linear_path,
                     lottery_pools_rule, swa_rule)
 from .store import TicketStore
@@ -179,15 +180,42 @@ class Share:
 
 
 def pending_targets(done: Sequence[dict], method: str, fields: Mapping, targets: Sequence[int],
-                    log: Callable[[str], None]) -> list[int]:
-    """The targets without a record of the same method and settings among ``done`` (the records already there)."""
-    finished = {record_key(r) for r in done}
-    pending = [t for t in targets if record_key({"method": method, "target_round": t, **fields}) not in finished]
-    skipped = [t for t in targets if t not in pending]
+                    log: Callable[[str], None], candidates: Mapping[int, Sequence[int]] | None = None) -> list[int]:
+    """The targets to run: those without a record of the same method and settings among ``done`` (the records
+    already there), and, where ``candidates`` (each target's candidate rounds now) is given, those whose record
+    was searched over other candidates: one line names each of these."""
+    stored = {record_key(r): r for r in done}
+    pending, skipped = [], []
+    for target in targets:
+        record = stored.get(record_key({"method": method, "target_round": target, **fields}))
+        now = list(candidates.get(target, [])) if candidates is not None else None
+        if record is not None and now is not None and made_from_other_candidates(record, now):
+            # the ticket folder changed (e.g. IMP went on): the stored pool could not choose what it can now
+            log(f"{method} round {target}: recomputed, the ticket folder now gives it candidate rounds "
+                f"{_rounds_text(now)} (the record had {_rounds_text(record[CANDIDATES_FIELD])})")
+            record = None
+        (pending if record is None else skipped).append(target)
     if skipped:
         log(f"{method}: skipped rounds {' '.join(map(str, skipped))} (already in the results with the same settings; "
             f"--overwrite recomputes them)")
     return pending
+
+
+def _rounds_text(rounds: Sequence[int]) -> str:
+    return " ".join(map(str, rounds)) or "none"
+
+
+def note_candidate_limits(rounds: Sequence[int], search_num: int, log: Callable[[str], None]) -> None:
+    """One line where the folder limits the search: a single ticket (nothing to pool), or ``search_num`` above
+    the number of tickets (capped; records keep the ``search_num`` given)."""
+    if len(rounds) == 1:
+        log(f"the ticket folder holds one ticket (round {rounds[0]}): nothing to pool, the pooled ticket equals the "
+            f"ticket; run more IMP rounds (main_imp.py; --resume continues a stopped run) and rerun this command "
+            f"to give it candidates (its record is then recomputed)")
+    elif search_num > len(rounds):
+        log(f"--search_num {search_num} is capped at {len(rounds)}: the ticket folder holds {len(rounds)} tickets "
+            f"(search_num counts the target), so each target has at most {len(rounds) - 1} candidates; the "
+            f"records still say search_num={search_num}")
 
 
 def run_pool_method(settings: PoolSettings, store: TicketStore, evaluator: PoolEvaluator,
@@ -195,7 +223,8 @@ def run_pool_method(settings: PoolSettings, store: TicketStore, evaluator: PoolE
                     results: PoolResultsFile | None = None, done: Sequence[dict] = (), save_pooled: Path | None = None,
                     share: Share = Share(), log: Callable[[str], None] = log, progress_bar: bool = False,
                     extra: ExtraMetrics | None = None, stacked: bool = False) -> list[dict]:
-    """Run one method for each target: this process's share of those without a record in ``done``.
+    """Run one method for each target: this process's share of those without a record in ``done`` (or whose
+    record there was searched over other candidate rounds than the folder gives now).
 
     ``tickets`` maps each round to its ticket's record (from :func:`evaluate_tickets`): the target's
     validation accuracy is the bar of the greedy rule. Each record is committed to ``results`` as soon as
@@ -207,14 +236,18 @@ def run_pool_method(settings: PoolSettings, store: TicketStore, evaluator: PoolE
     names = store.prunable_names()
     search = PoolSearch(store, evaluator, names, settings.prune_mode, log, progress_bar, stacked)
     rounds = [t.round for t in store.tickets]
-    todo = pending_targets(done, method, fields, check_targets(targets, rounds, "the ticket folder"),
-                           log if share.is_main else (lambda m: None))
+    main_log = log if share.is_main else (lambda m: None)
+    note_candidate_limits(rounds, settings.search_num, main_log)
+    candidates = {r: candidate_order(r, rounds, settings.search_num) for r in rounds}
+    todo = pending_targets(done, method, fields, check_targets(targets, rounds, "the ticket folder"), main_log,
+                           candidates)
     records = []
     for round_index in progress(share.mine(todo), method, progress_bar):
         target = store.by_round(round_index)
         ticket = tickets[round_index]
-        result = search.run(rule, target, candidate_order(round_index, rounds, settings.search_num), ticket["val_acc"])
-        record = result_record(result, method, ticket, fields)
+        result = search.run(rule, target, candidates[round_index], ticket["val_acc"])
+        # what the search could choose from: a rerun over a changed folder recomputes this record
+        record = {**result_record(result, method, ticket, fields), CANDIDATES_FIELD: candidates[round_index]}
         if extra is not None:
             record.update(extra(result.weights))
         if save_pooled is not None:

@@ -6,7 +6,8 @@ Example (Lottery Pools, interpolation, over the paper's 19 CIFAR-100 tickets):
         --data ../data --dataset cifar100 --seed 41 --inference --checkpoint $checkpoint
 
 Each finished target's record is written at once to <save_dir>/pools_results.json; rerunning the same command
-skips the finished targets (--overwrite recomputes them). Under torchrun (e.g. torchrun --nproc_per_node 4
+skips the finished targets (--overwrite recomputes them; a target whose candidate rounds changed, e.g. after more
+IMP rounds, is recomputed). Under torchrun (e.g. torchrun --nproc_per_node 4
 Lottery_pools.py ...) every process takes whole targets: one GPU each on a GPU node, gloo processes on a CPU.
 """
 
