@@ -396,7 +396,8 @@ class IMPEngine:
         """The model, progress and plan to continue from (the resume rule), or round 0's; settings checked first."""
         holds = self.layout.holds_run()
         if resume is False and holds:
-            raise UserError(f"{self.save_dir} already holds an IMP run; pass --resume to continue it or choose "
+            state = "a finished IMP run (nothing to do)" if self._finished() else "an IMP run"
+            raise UserError(f"{self.save_dir} already holds {state}; pass --resume to continue it or choose "
                             f"another output folder")
         progress = self._progress_to_continue(checkpoint) if (resume or (resume is None and holds)) else None
         saved_settings = self.layout.read_settings() if (progress is not None or resume) else None
@@ -411,7 +412,10 @@ class IMPEngine:
             self.layout.write_settings(dataclasses.asdict(self.settings))
         if progress is not None:
             plan = self.policy.plan(self._context(progress.round, model, restored=restored))
-            self.log(f"continuing {plan.label or f'round {progress.round}'} after epoch {progress.next_epoch}")
+            if self._finished():
+                self.log(f"{self.save_dir} is already finished: nothing to train")
+            else:
+                self.log(f"continuing {plan.label or f'round {progress.round}'} after epoch {progress.next_epoch}")
             return model, progress, plan
         model = self._first_round()
         plan = self.policy.plan(self._context(0, model))
@@ -420,6 +424,9 @@ class IMPEngine:
     def summary(self) -> list[dict]:
         """The finished rounds' records."""
         return self.layout.summary()
+
+    def _finished(self) -> bool:
+        return len(self.summary()) >= self.config.pruning_times
 
     def _barrier(self) -> None:
         if self.context is not None and self.context.active:
