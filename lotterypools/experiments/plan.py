@@ -57,6 +57,13 @@ class Job:
     def shell_line(self, python: str = "python") -> str:
         return shlex.join(self.command(python))
 
+    def folder(self) -> Path | None:
+        """The folder the job writes its results into (``--save_dir``; ``--tickets_dir`` for an EDST evaluation)."""
+        for flag in ("--save_dir", "--tickets_dir"):
+            if flag in self.args[:-1]:
+                return Path(self.args[self.args.index(flag) + 1])
+        return None
+
 
 def flag_arguments(flags: Mapping[str, Any]) -> list[str]:
     """``{"epochs": 3, "include_linear": True, "interpolation_value_list": [0.5]}`` as command-line words."""

@@ -2,13 +2,13 @@
 
 A job runs when the jobs it waits for have finished; its output goes to ``logs/<job>.log`` (appended, so an
 interrupted and continued job keeps both parts) and the console gets one line per start and end. A job that
-fails stops the experiment once the running jobs have ended; rerunning the command continues.
+fails stops the experiment once the running jobs have ended; rerunning the command continues. A finished job is
+skipped only when it ran the planned command line (:mod:`.jobrecords`); one that ran another is refused.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import subprocess
@@ -20,10 +20,9 @@ from typing import Sequence
 
 from ..core.console import log
 from ..core.errors import UserError
-from ..core.records import write_json
+from .jobrecords import JobRecords, refuse_changed
 from .plan import Job, python_executable
 
-STATE_NAME = "finished_jobs.json"
 PR_SET_PDEATHSIG = 1
 
 POLL_SECONDS = 0.5
@@ -87,43 +86,21 @@ def _job_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-class FinishedJobs:
-    """The command lines that ran to a successful end, kept in ``<logs>/finished_jobs.json``.
-
-    A job counts as finished when the very same command line (without ``--resume``) ended with exit code 0
-    before, or when its own check (``Job.finished``) says so; every other job runs, and continues by its
-    script's resume rule.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.lines: dict[str, str] = dict(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            self.lines = {}
-
-    @staticmethod
-    def _key(job: Job) -> str:
-        return " ".join(arg for arg in job.args if arg != "--resume")
-
-    def holds(self, job: Job) -> bool:
-        return self.lines.get(job.name) == self._key(job) or job.finished()
-
-    def add(self, job: Job) -> None:
-        self.lines[job.name] = self._key(job)
-        write_json(self.path, self.lines)
-
-
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM ends the runner like Ctrl-C: its jobs are stopped, finished work is kept
 
 
 def run_jobs(jobs: Sequence[Job], logs: Path, parallel: int = 1, threads: int | None = None) -> list[str]:
-    """Run the unfinished jobs, at most ``parallel`` at once; return the names of the jobs run."""
+    """Run the unfinished jobs, at most ``parallel`` at once; return the names of the jobs run.
+
+    A finished job whose recorded command line differs from the planned one stops everything before any work
+    (:func:`.jobrecords.refuse_changed`); a job that ends with exit code 0 gets its record.
+    """
     if parallel < 1:
         raise UserError(f"--jobs {parallel} must be at least 1 (the number of jobs run at once)")
+    finished = JobRecords(logs)
+    refuse_changed(jobs, finished)
     logs.mkdir(parents=True, exist_ok=True)
-    finished = FinishedJobs(logs / STATE_NAME)
     pending = [job for job in jobs if not finished.holds(job)]
     skipped = [job.name for job in jobs if job not in pending]
     if skipped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,6 +213,89 @@ def test_killed_during_the_second_seed_the_rerun_finishes_without_redoing_work(f
     for seed in (3, 4):
         assert records(out / "pools" / "main" / f"seed{seed}") == \
             records(finished / "out" / "pools" / "main" / f"seed{seed}")
+
+
+def _copy_finished(finished: Path, tiny_data: Path, folder: Path) -> Path:
+    """A copy of the finished experiment's output under ``folder``, with the same spec pointing at it."""
+    shutil.copytree(finished / "out", folder / "out")
+    return tiny_spec(folder, tiny_data, extra=SMS_TABLES)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.slow
+def test_a_changed_imp_setting_of_a_finished_experiment_is_refused_in_one_line_and_changes_nothing(
+        finished, tiny_data, tmp_path, capsys):
+    spec = _copy_finished(finished, tiny_data, tmp_path)
+    spec.write_text(spec.read_text().replace("epochs = 2\n", "epochs = 3\n", 1))  # [imp]'s, the first one
+    before = _files(tmp_path / "out")
+    with pytest.raises(SystemExit) as stop:
+        main([str(spec)])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "imp_seed3 finished with other settings (--epochs 2 before, 3 now)" in err, err
+    assert "new folder" in err and "imp/seed3, pools/main/seed3, ensemble/seed3, sms/uniform/seed3 in" in err, err
+    assert "start" not in captured.out and "report" not in captured.out
+    assert _files(tmp_path / "out") == before
+
+
+@pytest.mark.slow
+def test_a_changed_command_in_an_older_versions_record_is_refused_too(finished, tiny_data, tmp_path, capsys):
+    spec = _copy_finished(finished, tiny_data, tmp_path)
+    logs = tmp_path / "out" / "logs"
+    done = json.loads((logs / "ensemble_seed4.done.json").read_text())
+    (logs / "ensemble_seed4.done.json").unlink()
+    old_line = " ".join(done["args"]).replace("--k 1", "--k 2")  # finished_jobs.json: the arguments joined by spaces
+    (logs / "finished_jobs.json").write_text(json.dumps({"ensemble_seed4": old_line}))
+    with pytest.raises(SystemExit) as stop:
+        main([str(spec)])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and "ensemble_seed4 finished with other settings (--k 2 before, 1 now)" in err, err
+
+
+@pytest.mark.slow
+def test_an_unchanged_rerun_skips_every_job_with_or_without_its_record(finished, tiny_data, tmp_path, capsys):
+    spec = _copy_finished(finished, tiny_data, tmp_path)
+    logs = tmp_path / "out" / "logs"
+    record = json.loads((logs / "imp_seed3.done.json").read_text())
+    assert record["module"].endswith("main_imp") and record["args"][-2:] == ["--save_dir", str(finished / "out" /
+                                                                                                  "imp" / "seed3")]
+    (logs / "imp_seed3.done.json").unlink()  # as an older version left it: finished, without a record
+    main([str(spec)])
+    out = capsys.readouterr().out
+    skipped = next(line for line in out.splitlines() if line.startswith("already finished, skipped: "))
+    assert len(skipped.split(": ", 1)[1].split(", ")) == 9 and "imp_seed3" in skipped, out
+    assert "start " not in out and "report main" in out
+
+
+def test_a_job_finished_by_its_record_is_redone_when_its_folder_is_deleted(tmp_path):
+    from lotterypools.experiments.jobrecords import JobRecords
+    from lotterypools.experiments.plan import Job
+
+    folder = tmp_path / "out" / "pools" / "seed3"
+    folder.mkdir(parents=True)
+    job = Job("pools_seed3", "some.module", ("--search_num", "2", "--save_dir", str(folder)))
+    records = JobRecords(tmp_path / "out" / "logs")
+    (tmp_path / "out" / "logs").mkdir()
+    assert not records.holds(job)
+    records.add(job)
+    assert records.holds(job) and records.change(job) is None
+    assert records.change(Job(job.name, job.module, ("--search_num", "3", *job.args[2:]))) == "--search_num 2 before, 3 now"
+    assert records.change(Job(job.name, job.module, (*job.args, "--resume"))) is None  # added on every rerun
+    folder.rmdir()
+    assert not records.holds(job)
+
+
+def test_report_only_without_results_is_refused_in_one_line(tmp_path, capsys):
+    spec = tiny_spec(tmp_path, tmp_path / "data")
+    with pytest.raises(SystemExit) as stop:
+        main([str(spec), "--report_only"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err == f"error: no results yet in {tmp_path / 'out'}: run without --report_only first"
+    assert not (tmp_path / "out").exists()
 
 
 BAD_SPECS = [
@@ -517,7 +601,7 @@ def test_finished_edst_jobs_are_recognised_by_their_own_files(edst_experiment):
     from lotterypools.experiments.spec import read_spec
 
     jobs = [job for job in plan_jobs(read_spec(edst_experiment / "spec.toml"), command_parser) if "edst" in job.name]
-    assert len(jobs) == 4 and all(job.finished() for job in jobs)  # without logs/finished_jobs.json
+    assert len(jobs) == 4 and all(job.finished() for job in jobs)  # without logs/<job>.done.json
     (edst_experiment / "out" / "edst" / "d0.5" / "seed3" / "ensemble_results.json").unlink()
     assert [job.name for job in jobs if not job.finished()] == ["edst_d0.5_seed3_ensemble"]
 

@@ -7,8 +7,9 @@ Examples (from the repository root):
     python experiments/run.py experiments/fmnist_conv4_low_density.toml --print_commands   # for a cluster scheduler
 
 Rerunning the same command continues where it stopped: each job is one script run that continues by the
-script's own resume rule, and finished jobs are skipped. Outputs go to the spec's output folder (imp/, pools/,
-ensemble/, report/, logs/).
+script's own resume rule, and finished jobs are skipped; a finished job whose settings changed in the spec is
+refused (use a new output folder, or delete its results to redo it). Outputs go to the spec's output folder
+(imp/, pools/, ensemble/, report/, logs/).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import importlib
 
 from ...config.commands import ExperimentRun
 from ...config.settings import add_config_arguments
-from ...core.errors import RERUN_CONTINUES, cli_entry
+from ...core.errors import RERUN_CONTINUES, UserError, cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,12 +57,14 @@ def main(argv: list[str] | None = None) -> None:
         for job in jobs:
             print(("# after " + ", ".join(job.after) + "\n" if job.after else "") + job.shell_line(python_executable()))
         return
-    check_writable_folder(spec.output, f"[experiment].output of {args.spec}")
+    # --report_only creates nothing when there is nothing to report
+    check_writable_folder(spec.output, f"[experiment].output of {args.spec}", create=not args.report_only)
     if not args.report_only:
         log(f"experiment {spec.name}: {len(jobs)} jobs over seeds {list(spec.seeds)} into {spec.output}")
         threads = args.threads or (1 if args.jobs > 1 else None)
         run_jobs(jobs, spec.output / "logs", args.jobs, threads)
-    report_experiment(spec)
+    if not report_experiment(spec) and args.report_only:
+        raise UserError(f"no results yet in {spec.output}: run without --report_only first")
 
 
 if __name__ == "__main__":
