@@ -109,3 +109,13 @@ def test_main_train_bad_input(main_train, capsys, cli_run, tmp_path, extra, mess
             "--device", "cpu", "--mask_dir", str(mask), "--save_dir", str(tmp_path / "out")] + extra
     assert message in user_error(main_train, argv, capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rewind_epoch_that_lt_ignores_is_said_out_loud():
+    from lotterypools.cli.commands.main_imp import build_parser, rewind_note
+
+    parser = build_parser()
+    assert "has no effect with --prune_type lt" in rewind_note(parser.parse_args(["--prune_type", "lt",
+                                                                                 "--rewind_epoch", "5"]), parser)
+    assert rewind_note(parser.parse_args(["--prune_type", "lt"]), parser) is None
+    assert rewind_note(parser.parse_args(["--prune_type", "rewind_lt", "--rewind_epoch", "5"]), parser) is None

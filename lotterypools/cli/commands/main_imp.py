@@ -26,9 +26,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def rewind_note(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """A note when --rewind_epoch is set but --prune_type lt rewinds to the initialisation (it would be ignored)."""
+    if args.prune_type == "lt" and args.rewind_epoch != parser.get_default("rewind_epoch"):
+        return (f"note: --rewind_epoch {args.rewind_epoch} has no effect with --prune_type lt (tickets rewind to "
+                f"the initialisation); give --prune_type rewind_lt to rewind to that epoch")
+    return None
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    note = rewind_note(args, parser)
+    if note:
+        print(note, flush=True)
     from ..setup import imp_config, start_training_job
     from ...analysis.plots import plot_training_curve
     from ...core.console import progress_wanted
