@@ -412,7 +412,7 @@ class IMPEngine:
             self.layout.write_settings(dataclasses.asdict(self.settings))
         if progress is not None:
             plan = self.policy.plan(self._context(progress.round, model, restored=restored))
-            if self._finished():
+            if self._all_done(progress, plan):
                 self.log(f"{self.save_dir} is already finished: nothing to train")
             else:
                 self.log(f"continuing {plan.label or f'round {progress.round}'} after epoch {progress.next_epoch}")
@@ -426,7 +426,14 @@ class IMPEngine:
         return self.layout.summary()
 
     def _finished(self) -> bool:
+        """Whether every round has its summary record (IMP's summary holds one per closed round)."""
         return len(self.summary()) >= self.config.pruning_times
+
+    def _all_done(self, progress: RoundProgress, plan: RoundPlan) -> bool:
+        """Whether the run continued from ``progress`` has nothing left: its last round trained and closed."""
+        last = progress.round + 1 >= self.config.pruning_times
+        trained = progress.stopped or progress.next_epoch >= plan.epochs
+        return last and trained and self.layout.round_closed(progress.round)
 
     def _barrier(self) -> None:
         if self.context is not None and self.context.active:

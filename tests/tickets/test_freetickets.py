@@ -159,7 +159,7 @@ def test_edst_saves_one_ticket_per_refine_phase_with_large_deaths(data_dir, tmp_
     assert differ  # the tickets are different subnetworks
 
 
-def test_an_interrupted_edst_run_continues_exactly(data_dir, tmp_path, monkeypatch):
+def test_an_interrupted_edst_run_continues_exactly(data_dir, tmp_path, monkeypatch, capsys):
     from lotterypools.formats.freetickets import FreeTicketsLayout
 
     args = ["--data_dir", str(data_dir), *TINY, *SPARSE, "--growth", "random", "--seed", "3", "--epochs-explo", "1",
@@ -177,7 +177,10 @@ def test_an_interrupted_edst_run_continues_exactly(data_dir, tmp_path, monkeypat
         command("main_edst")([*args, "--save_dir", str(tmp_path / "cut")])
     assert not (tmp_path / "cut" / "model_1.pth").exists()
     monkeypatch.setattr(FreeTicketsLayout, "write_epoch", original)
+    capsys.readouterr()
     command("main_edst")([*args, "--save_dir", str(tmp_path / "cut")])
+    out = capsys.readouterr().out
+    assert "continuing" in out and "after epoch 2" in out and "already finished" not in out
     for name in ("model_0.pth", "model_1.pth"):
         whole = torch.load(tmp_path / "whole" / name, weights_only=True)
         cut = torch.load(tmp_path / "cut" / name, weights_only=True)
