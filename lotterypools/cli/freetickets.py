@@ -190,6 +190,8 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     from ..models import build_model
     from ..core.console import log, progress_wanted
 
+    if method == "PF" and not args.pretrain:  # before anything reads its file name
+        raise UserError("main_PF.py needs --pretrain <dense model file> (e.g. from main_individual.py)")
     config = sparse_config(args, method)
     plan = training_plan(args, method)
     say_no_effect(args)
@@ -197,8 +199,6 @@ def run_cifar(args: argparse.Namespace, method: str) -> list[dict]:
     spec = freetickets_spec(args.dataset)  # FreeTickets' own CIFAR-10 pipeline, not the Lottery Pools one
     factory = lambda: build_model(args.model, spec.num_classes, spec.channels, spec.mean, spec.std, spec.image_size)
     factory()  # an unknown --model fails here, before data is read
-    if method == "PF" and not args.pretrain:
-        raise UserError("main_PF.py needs --pretrain <dense model file> (e.g. from main_individual.py)")
     start = load_pretrain(args.pretrain, factory, args.model, args.dataset) if method == "PF" else None
     save_dir = Path(args.save_dir) if args.save_dir else default_save_dir(args, method, config.density)
     check_writable_folder(save_dir, "--save_dir", create=False)  # made once the data is read: a refusal leaves nothing

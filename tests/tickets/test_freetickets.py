@@ -435,3 +435,11 @@ def test_a_folder_given_as_freetickets_data_names_data_dir_and_a_missing_data_se
         command("main_edst")([*args, "--data", "cifar10", "--data_dir", str(tmp_path / "no_data")])
     assert stop.value.code == 2 and "cifar" in capsys.readouterr().err.lower()
     assert not save.exists()  # refused before the tickets' folder was made
+
+
+def test_main_pf_without_pretrain_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        command("main_pf")(["--sparse", "--model", "conv2", "--data", "fashionmnist", "--epochs", "1", "--density",
+                            "0.2", "--sparse-init", "pruning", "--save_dir", str(tmp_path / "pf")])
+    assert stop.value.code == 2 and "main_PF.py needs --pretrain" in capsys.readouterr().err
+    assert not (tmp_path / "pf").exists()
