@@ -245,5 +245,18 @@ def check_jobs(jobs: list[Job], spec: ExperimentSpec, parser_for: ParserFor) -> 
         _parse(parser_for(job.module), job.args, where)
 
 
+def check_names(spec: ExperimentSpec) -> None:
+    """The spec's data set and architecture exist (a model is built), before any job starts: the scripts would
+    otherwise each fail on their own, after the jobs before them had run."""
+    from ..data.datasets import dataset_spec
+    from ..models import build_model
+
+    try:
+        data = dataset_spec(spec.dataset)
+        build_model(spec.arch, data.num_classes, data.channels, data.mean, data.std, data.image_size)
+    except UserError as error:
+        raise UserError(f"{spec.source}: {error}") from None
+
+
 def python_executable() -> str:
     return sys.executable or "python"

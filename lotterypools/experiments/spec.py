@@ -254,9 +254,17 @@ def _edst(edst: dict, seeds: tuple[int, ...], imp: Mapping[str, Any], path: Path
     return EDSTRuns(flags, _densities(edst["densities"], path), _own_seeds(edst, seeds, "[edst]", path))
 
 
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str, path: Path) -> None:
+    """Tables whose keys are not flags: a misspelt key is refused (the flag tables are checked by the parsers)."""
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise UserError(f"{path}: [{where}] has no key {unknown[0]!r}: its keys are {', '.join(sorted(allowed))}")
+
+
 def _ensemble_k(table: dict, path: Path) -> int | None:
     if not table:
         return None
+    _check_keys(table, {"k"}, "ensemble", path)
     k = table.get("k", 2)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise UserError(f"{path}: [ensemble].k = {k!r} must be an integer of at least 1 (tickets joining the target)")
@@ -269,10 +277,12 @@ def parse_spec(raw: Mapping[str, Any], path: Path) -> ExperimentSpec:
     if unknown:
         raise UserError(f"{path}: unknown table [{unknown[0]}]: a spec has {', '.join(sorted(SECTIONS))}")
     experiment = _table(raw, "experiment", path)
+    _check_keys(experiment, {"name", "output", "seeds"}, "experiment", path)
     if "seeds" not in experiment:
         raise UserError(f"{path}: [experiment] has no seeds: add e.g. seeds = [41, 42, 43]")
     seeds = _seed_list(experiment["seeds"], "[experiment].seeds", path)
     data = _table(raw, "data", path)
+    _check_keys(data, {"dataset", "data"}, "data", path)
     if "dataset" not in data:
         raise UserError(f"{path}: [data] has no dataset: add e.g. dataset = \"fashionmnist\"")
     imp = _table(raw, "imp", path)

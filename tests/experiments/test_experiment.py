@@ -310,6 +310,24 @@ BAD_SPECS = [
 ]
 
 
+@pytest.mark.parametrize("old, new, fragment", [
+    ('dataset = "fashionmnist"', 'datset = "fashionmnist"', "[data] has no key 'datset'"),
+    ("seeds = [3, 4]", "seeds = [3, 4]\nseed = [1]", "[experiment] has no key 'seed'"),
+    ("k = 1", "kk = 3", "[ensemble] has no key 'kk'"),
+    ('arch = "conv2"', 'arch = "conv5"', "unknown architecture 'conv5'"),
+    ('dataset = "fashionmnist"', 'dataset = "fashion-mnist"', "unknown data set 'fashion-mnist'"),
+], ids=["data_key", "experiment_key", "ensemble_key", "arch", "dataset"])
+def test_a_misspelt_key_or_unknown_name_is_refused_before_any_work(old, new, fragment, tmp_path, capsys):
+    spec = tiny_spec(tmp_path, tmp_path / "data")
+    text = spec.read_text()
+    assert old in text
+    spec.write_text(text.replace(old, new, 1))
+    with pytest.raises(SystemExit) as stop:
+        main([str(spec), "--print_commands"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and fragment in err and str(spec) in err, err
+
+
 @pytest.mark.parametrize("extra, fragment", BAD_SPECS,
                          ids=["method", "key", "seeds", "reserved", "table", "sms_dense", "sms_label", "sms_value"])
 def test_a_malformed_spec_is_refused_in_one_line_before_any_work(extra, fragment, tmp_path, capsys):

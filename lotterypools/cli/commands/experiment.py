@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from ...core.console import log
     from ...experiments import plan_jobs, report_experiment
-    from ...experiments.plan import check_jobs, python_executable
+    from ...experiments.plan import check_jobs, check_names, python_executable
     from ...experiments.runner import run_jobs
     from ...experiments.spec import read_spec
     from ...core.files import check_writable_folder
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = read_spec(args.spec)
     jobs = plan_jobs(spec, command_parser)
     check_jobs(jobs, spec, command_parser)
+    check_names(spec)
     if args.print_commands:
         for job in jobs:
             print(("# after " + ", ".join(job.after) + "\n" if job.after else "") + job.shell_line(python_executable()))
