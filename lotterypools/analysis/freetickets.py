@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .calibration import disagreement_matrix, kl_divergence_matrix, prediction_metrics
-from ..core.torchfiles import load_file, state_dict_of, tensor_differences
+from ..core.torchfiles import holds_pruning_buffers, load_file, state_dict_of, tensor_differences
 from ..core.errors import UserError
 from ..training.sparse import masks_density
 
@@ -80,6 +80,9 @@ def load_tickets(paths: Sequence[Path], reference: Mapping[str, torch.Tensor], n
         weights = state_dict_of(saved, path)
         arch = saved.get("arch") if isinstance(saved, dict) else None
         differ = tensor_differences(weights, reference).names
+        if differ and holds_pruning_buffers(weights):
+            raise UserError(f"{path} is an IMP ticket (weight_orig/weight_mask pruning buffers), not a FreeTickets "
+                            f"ticket: evaluate IMP folders with analyze_tickets.py (e.g. its ensemble command)")
         if differ or (isinstance(arch, str) and arch != model_name):
             what = f"a {arch}" if isinstance(arch, str) and arch != model_name else f"another model ({len(differ)} tensors differ, e.g. {differ[0]})"
             raise UserError(f"{path} is a ticket of {what}, not of --model {model_name}: give the --model the "

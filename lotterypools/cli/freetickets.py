@@ -161,7 +161,7 @@ def training_plan(args: argparse.Namespace, method: str):
 
 def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:
     """PF's dense model: a bare state dict or a checkpoint with ``state_dict``, checked against ``--model``."""
-    from ..core.torchfiles import load_file, state_dict_of, tensor_differences
+    from ..core.torchfiles import holds_pruning_buffers, load_file, state_dict_of, tensor_differences
     from ..core.errors import UserError
     from ..core.provenance import check_tickets_match
     from ..data.datasets import freetickets_spec
@@ -172,6 +172,9 @@ def load_pretrain(path: str, factory, model_name: str, data: str) -> dict:
     state = state_dict_of(saved, Path(path))
     reference = factory().state_dict()
     differ = tensor_differences(state, reference).names
+    if differ and holds_pruning_buffers(state):
+        raise UserError(f"--pretrain {path} is an IMP checkpoint (weight_orig/weight_mask pruning buffers), not a "
+                        f"dense model: give a dense state dict, e.g. main_individual.py's <seed>.pt")
     if differ:
         raise UserError(f"--pretrain {path} is not a {model_name} for {data} ({len(differ)} tensors differ, e.g. "
                         f"{differ[0]}): give a checkpoint of --model {model_name}")

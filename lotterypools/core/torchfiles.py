@@ -126,6 +126,11 @@ def tensor_differences(state: Mapping[str, Any], reference: Mapping[str, Any]) -
     return TensorDifferences(sorted(set(reference) - set(state)), sorted(set(state) - set(reference)), sorted(reshaped))
 
 
+def holds_pruning_buffers(state: Mapping[str, Any]) -> bool:
+    """Whether a state dict has torch.nn.utils.prune's ``<name>_orig``/``<name>_mask`` pairs (an IMP ticket)."""
+    return any(key.endswith("_orig") and key[:-len("_orig")] + "_mask" in state for key in state)
+
+
 def check_compatible(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], path: Path,
                      what: str) -> None:
     """One-line error naming the differing keys or shapes when a checkpoint does not fit the model."""

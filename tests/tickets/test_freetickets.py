@@ -443,3 +443,16 @@ def test_main_pf_without_pretrain_is_one_line(tmp_path, capsys):
                             "0.2", "--sparse-init", "pruning", "--save_dir", str(tmp_path / "pf")])
     assert stop.value.code == 2 and "main_PF.py needs --pretrain" in capsys.readouterr().err
     assert not (tmp_path / "pf").exists()
+
+
+def test_imp_tickets_given_to_the_freetickets_tools_are_named_as_such(cli_run, tmp_path, capsys):
+    data = str(cli_run.parent / "data")
+    with pytest.raises(SystemExit) as stop:
+        command("ensemble_freetickets")(["--mode", "predict", "--resume", str(cli_run), "--model", "conv2",
+                                         "--dataset", "fashionmnist", "--data_dir", data])
+    assert stop.value.code == 2 and "is an IMP ticket (weight_orig/weight_mask" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        command("main_pf")(["--sparse", "--model", "conv2", "--data", "fashionmnist", "--data_dir", data,
+                            "--epochs", "1", "--density", "0.2", "--sparse-init", "pruning", "--pretrain",
+                            str(cli_run / "1checkpoint.pth.tar"), "--save_dir", str(tmp_path / "pf")])
+    assert stop.value.code == 2 and "is an IMP checkpoint (weight_orig/weight_mask" in capsys.readouterr().err
