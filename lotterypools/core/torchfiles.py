@@ -24,6 +24,9 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 def load_file(path: str | os.PathLike) -> Any:
     """``torch.load`` with ``weights_only=True`` on the CPU; a missing or corrupt file is a one-line error."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder: give a checkpoint file in it, e.g. "
+                        f"{path / '0checkpoint.pth.tar'}")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:

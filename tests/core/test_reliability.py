@@ -738,3 +738,13 @@ def test_an_unreadable_image_in_an_image_folder_is_one_line_naming_it(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and len(err.splitlines()) == 1, err
     assert err == f"error: {broken} is not a readable image (UnidentifiedImageError): remove or replace the file"
+
+
+def test_a_folder_given_as_a_checkpoint_file_says_so(tmp_path):
+    from lotterypools.core.errors import UserError
+    from lotterypools.core.torchfiles import load_file
+
+    with pytest.raises(UserError, match="is a folder: give a checkpoint file in it"):
+        load_file(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        load_file(tmp_path / "missing.pth.tar")
