@@ -566,12 +566,19 @@ def _close(launcher) -> None:
 def test_a_signalled_launcher_stops_its_workers_and_prints_one_line(tmp_path, signum):
     import signal
 
+    import os
+    import time
+
     launcher, workers = _start_launcher(tmp_path)
     try:
-        launcher.send_signal(getattr(signal, signum))
+        assert len(workers) == 2 and launcher.poll() is None, (workers, launcher.returncode)
+        status = [line for line in Path(f"/proc/{launcher.pid}/status").read_text().splitlines()
+                  if line.startswith(("Sig", "Shd"))] if Path("/proc/self/status").exists() else []
+        sent = time.monotonic()
+        os.kill(launcher.pid, getattr(signal, signum))  # not Popen.send_signal, which skips a child it thinks ended
         launcher.wait(timeout=120)
         err = launcher.stderr.read().strip().splitlines()
-        assert launcher.returncode == 128 + int(getattr(signal, signum)), err
+        assert launcher.returncode == 128 + int(getattr(signal, signum)), (err, status, time.monotonic() - sent)
         assert err and err[-1].startswith(f"interrupted ({signum}): the launched processes were stopped")
         assert not any("Traceback" in line for line in err), err
         assert all(_gone(pid) for pid in workers)
