@@ -316,6 +316,14 @@ def changed_settings(saved: Mapping[str, Any], config: Any) -> list[str]:
         if not f.metadata.get("affects_result", True) or f.name not in saved:
             continue
         if saved[f.name] != current[f.name]:
-            nested = isinstance(saved[f.name], dict) or isinstance(current[f.name], dict)  # too long to print
-            changed.append(f.name if nested else f"{f.name} {_describe(saved[f.name])} -> {_describe(current[f.name])}")
+            changed.extend(_value_changes(f.name, saved[f.name], current[f.name]))
     return changed
+
+
+def _value_changes(name: str, old: Any, new: Any) -> list[str]:
+    """``name old -> new``; for nested settings (FreeTickets' sparse_config) one entry per differing key."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [f"{name} {_describe(old)} -> {_describe(new)}"]
+    missing = object()
+    return [change for key in sorted(set(old) | set(new), key=str) if old.get(key, missing) != new.get(key, missing)
+            for change in _value_changes(f"{name}.{key}", old.get(key, "unset"), new.get(key, "unset"))]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
 
 class UserError(Exception):
@@ -18,6 +21,39 @@ RERUN_CONTINUES = "interrupted: finished work is kept; rerun the same command to
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: how a shell reports a program whose reader went away (``... | head``)
 POOLS_RERUN = ("interrupted: the record of every finished target is kept in pools_results.json; rerun the same "
                "command to run only the missing targets")
+
+
+TERMINATED_EXIT = 128 + int(signal.SIGTERM)  # how a shell reports a program stopped by SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's time limit) raised in the main thread, so it ends a command as
+    Ctrl-C does: its cleanup runs (run locks, temporaries) and it prints its interrupted line."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated`; a handler someone else installed is left alone."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    unblock_signals([signal.SIGTERM])
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def unblock_signals(signums: list[int]) -> None:
+    """Unblock signals this process handles: a blocked mask is inherited from the parent (a CI runner or a job
+    supervisor that waits for its own signals may block them), and a blocked SIGTERM would never arrive."""
+    if hasattr(signal, "pthread_sigmask"):  # POSIX only
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
 
 
 def one_line(error: UserError) -> str:
@@ -41,7 +77,8 @@ def cli_entry(main: Callable[..., object] | None = None, *, interrupted: str = R
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
-            result = main(*args, **kwargs)
+            with sigterm_as_interrupt():
+                result = main(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush (a traceback there)
             return result
         except BrokenPipeError:
@@ -52,6 +89,9 @@ def cli_entry(main: Callable[..., object] | None = None, *, interrupted: str = R
         except UserError as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(2)
+        except Terminated:
+            print(interrupted.replace("interrupted", "interrupted (SIGTERM)", 1), file=sys.stderr)
+            sys.exit(TERMINATED_EXIT)
         except KeyboardInterrupt:
             print(interrupted, file=sys.stderr)
             sys.exit(130)

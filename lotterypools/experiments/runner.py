@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.console import log
-from ..core.errors import UserError
+from ..core.errors import UserError, sigterm_as_interrupt
 from .jobrecords import JobRecords, refuse_changed
 from .plan import Job, python_executable
 
@@ -86,10 +86,6 @@ def _job_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends the runner like Ctrl-C: its jobs are stopped, finished work is kept
-
-
 def run_jobs(jobs: Sequence[Job], logs: Path, parallel: int = 1, threads: int | None = None) -> list[str]:
     """Run the unfinished jobs, at most ``parallel`` at once; return the names of the jobs run.
 
@@ -110,35 +106,33 @@ def run_jobs(jobs: Sequence[Job], logs: Path, parallel: int = 1, threads: int | 
     running: list[Running] = []
     ran: list[str] = []
     failed: list[str] = []
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        while pending or running:
-            for item in [r for r in running if r.process.poll() is not None]:
-                running.remove(item)
-                seconds = time.monotonic() - item.started
-                if item.process.returncode == 0:
-                    done.add(item.job.name)
-                    finished.add(item.job)
-                    log(f"done   {item.job.name}  {seconds:.0f}s")
-                else:
-                    failed.append(item.job.name)
-                    log(f"failed {item.job.name} (exit {item.process.returncode}, {seconds:.0f}s): "
-                        f"{_last_error(logs / f'{item.job.name}.log')}")
-            ready = [job for job in pending if all(dep in done for dep in job.after)] if not failed else []
-            while ready and len(running) < parallel:
-                job = ready.pop(0)
-                pending.remove(job)
-                running.append(_start(job, logs, env))
-                ran.append(job.name)
-            if failed and not running:
-                break
-            if not ready or len(running) >= parallel:
-                time.sleep(POLL_SECONDS)
+    try:  # SIGTERM ends the runner like Ctrl-C: its jobs are stopped, finished work is kept
+        with sigterm_as_interrupt():
+            while pending or running:
+                for item in [r for r in running if r.process.poll() is not None]:
+                    running.remove(item)
+                    seconds = time.monotonic() - item.started
+                    if item.process.returncode == 0:
+                        done.add(item.job.name)
+                        finished.add(item.job)
+                        log(f"done   {item.job.name}  {seconds:.0f}s")
+                    else:
+                        failed.append(item.job.name)
+                        log(f"failed {item.job.name} (exit {item.process.returncode}, {seconds:.0f}s): "
+                            f"{_last_error(logs / f'{item.job.name}.log')}")
+                ready = [job for job in pending if all(dep in done for dep in job.after)] if not failed else []
+                while ready and len(running) < parallel:
+                    job = ready.pop(0)
+                    pending.remove(job)
+                    running.append(_start(job, logs, env))
+                    ran.append(job.name)
+                if failed and not running:
+                    break
+                if not ready or len(running) >= parallel:
+                    time.sleep(POLL_SECONDS)
     except BaseException:
         _stop_all(running)
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if failed:
         raise UserError(f"job {failed[0]} failed (its output is in {logs / (failed[0] + '.log')}): fix the "
                         f"cause and rerun the same command; finished work is kept")

@@ -74,9 +74,15 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, mean: Sequenc
 def build_imagenet_model(arch: str, num_classes: int, image_size: int = 224) -> nn.Module:
     """An ImageNet-pipeline model by name: OpenLTH's ``imagenet_resnet_*``, or any CIFAR architecture
     (its normalisation left as identity, since the ImageFolder pipeline normalises)."""
+    check_imagenet_arch(arch)
     if arch in IMAGENET_ARCHITECTURES:
         return IMAGENET_ARCHITECTURES[arch](num_classes=num_classes)
-    if arch in CIFAR_ARCHITECTURES or wide_resnet.parse_wrn_name(arch) is not None:
-        return build_model(arch, num_classes, image_size=image_size)
-    known = ", ".join(sorted(IMAGENET_ARCHITECTURES) + sorted(CIFAR_ARCHITECTURES))
+    return build_model(arch, num_classes, image_size=image_size)
+
+
+def check_imagenet_arch(arch: str) -> None:
+    """One-line error for a name :func:`build_imagenet_model` does not know (checked before the data are scanned)."""
+    if arch in IMAGENET_ARCHITECTURES or arch in CIFAR_ARCHITECTURES or wide_resnet.parse_wrn_name(arch) is not None:
+        return
+    known = ", ".join(sorted(IMAGENET_ARCHITECTURES) + sorted(CIFAR_ARCHITECTURES) + [WIDE_RESNET_PATTERN])
     raise UserError(f"unknown architecture {arch!r}: choose one of {known}")

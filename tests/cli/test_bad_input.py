@@ -116,6 +116,19 @@ def test_main_imp_refuses_an_unwritable_save_dir_before_reading_data(tmp_path, c
     assert "cannot be created" in err and "is a file" in err
 
 
+@pytest.mark.parametrize("module", ["imagenet_imp", "imagenet_pools"])
+def test_imagenet_commands_refuse_an_unknown_arch_before_scanning_the_images(module, tmp_path, capsys):
+    argv = SCRIPTS[module][1](tmp_path, tmp_path / "out")  # tmp_path holds no train/ or val/ images
+    argv[argv.index("resnet20s")] = "resnet99"
+    err = script_error(module, argv, capsys)
+    assert "unknown architecture 'resnet99'" in err and "wrn-D-W" in err
+
+
+def test_imagenet_edst_refuses_an_unknown_arch_before_scanning_the_images(tmp_path, capsys):
+    err = script_error("imagenet_edst", [str(tmp_path), "--arch", "resnet99", "--device", "cpu"], capsys)
+    assert "unknown architecture 'resnet99'" in err
+
+
 # ----------------------------------------------------------------------------- unsafe and damaged files
 class RunsAShellCommand:
     def __init__(self, marker: Path):

@@ -59,6 +59,22 @@ def test_changed_settings_name_only_what_changes_the_result():
                                                                                      "milestones 1 -> 91,136"]
 
 
+def test_changed_nested_settings_name_each_differing_key():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Inner:
+        density: float = 0.2
+        growth: str = "random"
+
+    @dataclasses.dataclass
+    class Outer:
+        sparse_config: Inner = dataclasses.field(default_factory=Inner)
+
+    saved = {"sparse_config": {"density": 0.1, "growth": "random", "old_key": 1}}
+    assert changed_settings(saved, Outer()) == ["sparse_config.density 0.1 -> 0.2", "sparse_config.old_key 1 -> unset"]
+
+
 def test_the_config_module_imports_no_torch():
     code = "import sys, lotterypools.config.settings; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -530,7 +530,14 @@ def test_workers_die_with_a_killed_launcher():
         launcher.stdout.close()
 
 
-def _start_launcher(tmp_path):
+def _blocking_sigterm() -> None:
+    """In a child before exec: block SIGTERM, as a CI runner that waits for its own signals may leave it."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+
+
+def _start_launcher(tmp_path, sigterm_blocked: bool = False):
     """multiproc with two workers of a sleeping script; returns the launcher and the workers' PIDs once both run."""
     import socket
     import subprocess
@@ -545,7 +552,8 @@ def _start_launcher(tmp_path):
                       "print('pid', os.getpid(), flush=True)\ntime.sleep(120)\n")
     launcher = subprocess.Popen([sys.executable, "-m", "lotterypools.cli.commands.multiproc", "--nproc_per_node", "2",
                                  "--master_port", str(port), str(script)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=_env())
+                                stderr=subprocess.PIPE, text=True, env=_env(),
+                                preexec_fn=_blocking_sigterm if sigterm_blocked else None)
     workers = []
     for line in launcher.stdout:
         if "pid" in line:
@@ -562,14 +570,13 @@ def _close(launcher) -> None:
     launcher.stderr.close()
 
 
-@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
-def test_a_signalled_launcher_stops_its_workers_and_prints_one_line(tmp_path, signum):
-    import signal
-
+@pytest.mark.parametrize("signum, sigterm_blocked", [("SIGTERM", False), ("SIGINT", False), ("SIGTERM", True)])
+def test_a_signalled_launcher_stops_its_workers_and_prints_one_line(tmp_path, signum, sigterm_blocked):
     import os
+    import signal
     import time
 
-    launcher, workers = _start_launcher(tmp_path)
+    launcher, workers = _start_launcher(tmp_path, sigterm_blocked)
     try:
         assert len(workers) == 2 and launcher.poll() is None, (workers, launcher.returncode)
         status = [line for line in Path(f"/proc/{launcher.pid}/status").read_text().splitlines()
@@ -622,6 +629,81 @@ def test_the_supervisor_repeats_a_missed_signal_then_kills(monkeypatch, ignored)
         agent.kill()
         agent.wait()
         agent.stdout.close()
+
+
+def test_sigterm_ends_a_command_like_ctrl_c_with_its_line_and_exit_143(capsys):
+    import os
+    import signal
+    import time
+
+    from lotterypools.core import errors
+
+    cleaned = []
+
+    @errors.cli_entry(interrupted=errors.RERUN_CONTINUES)
+    def command():
+        assert signal.getsignal(signal.SIGTERM) is errors._raise_terminated  # else the kill below would end pytest
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            cleaned.append(True)  # cleanup (locks, temporaries) runs, as on Ctrl-C
+
+    with pytest.raises(SystemExit) as stop:
+        command()
+    assert stop.value.code == 143 and cleaned
+    assert capsys.readouterr().err.strip() == errors.RERUN_CONTINUES.replace("interrupted", "interrupted (SIGTERM)")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_sigterm_handler_someone_installed_is_left_alone():
+    import signal
+
+    from lotterypools.core.errors import sigterm_as_interrupt
+
+    def own(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        with sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGTERM) is own
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_training_stopped_by_sigterm_releases_its_folder_and_records_it(data_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lotterypools.core.provenance import read_provenance
+    from lotterypools.core.runlock import lock_paths
+
+    save = tmp_path / "run"
+    run = subprocess.Popen([sys.executable, "-m", "lotterypools.cli.commands.main_imp", "--data", str(data_dir),
+                            "--dataset", "fashionmnist", "--arch", "conv2", "--epochs", "40", "--device", "cpu",
+                            "--save_dir", str(save)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env=_env(), preexec_fn=_blocking_sigterm)  # a blocked SIGTERM is unblocked
+    holder = lock_paths(save)[1]
+    try:
+        deadline = time.monotonic() + 120
+        while not holder.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert holder.exists(), run.stderr.read() if run.poll() is not None else "the run never took its folder"
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=120)
+        err = run.stderr.read().strip().splitlines()
+        assert run.returncode == 143, err
+        assert err[-1].startswith("interrupted (SIGTERM): finished rounds and checkpoints are kept"), err
+        assert not any("Traceback" in line for line in err), err
+        assert not holder.exists() and read_provenance(save)["runs"][-1]["status"] == "interrupted"
+    finally:
+        run.kill()
+        run.wait()
+        run.stderr.close()
 
 
 def test_every_interrupt_message_that_says_resume_belongs_to_a_command_with_resume():

@@ -55,6 +55,7 @@ def main(argv=None) -> list[dict]:
     from ...training.distributed import close_distributed
     from ...core.files import check_writable_folder
     from ...tickets.freetickets import FreeTicketsRun, RunConfig, imagenet_plan
+    from ...models import check_imagenet_arch
     from ..imagenet import imagenet_model_factory, load_imagefolder_data, start_processes
     from ...training.sources import ShardedEvaluator, ShardedTrainData
     from ...core.console import log, progress_wanted
@@ -65,6 +66,7 @@ def main(argv=None) -> list[dict]:
     plan = imagenet_plan(args.epochs * m, args.epochs_explo * m, args.epochs_refine * m, args.lr, args.warmup * m)
     args.arch = ARCH_ALIASES.get(args.arch, args.arch)
     check_writable_folder(Path(args.save_dir), "--save_dir")
+    check_imagenet_arch(args.arch)  # on every rank before the group forms, and before the long folder scan
     context = start_processes(args)
     data = load_imagefolder_data(args, context)
     factory = initialised(imagenet_model_factory(args, data.num_classes), args.model_config)

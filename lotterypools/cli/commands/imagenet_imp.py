@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from ...config.settings import config_from_args
     from ...training.distributed import close_distributed
+    from ...models import check_imagenet_arch
     from ..imagenet import imagenet_model_factory, load_imagefolder_data, start_processes
     from ...tickets.imagenet_imp import LevelRun
     from ...core.console import log, progress_wanted
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     say_no_effect(args)
     # every process checks, before any joins the group: a refusal on one rank must not leave the others waiting
     check_writable_folder(Path(args.save_dir), "--save_dir", create=False)
+    check_imagenet_arch(args.arch)  # on every rank before the group forms, and before the long folder scan
     context = start_processes(args)
     config.validate(context.world_size)
     data = load_imagefolder_data(args, context)

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     from ...core.console import log, progress_wanted
     from ...training.distributed import barrier, close_distributed
     from ...pools.run import Share, check_targets
+    from ...models import check_imagenet_arch
     from ..imagenet import imagenet_model_factory, load_imagefolder_data, start_processes
     from ...formats.openlth import level_files, read_level
     from ..pools import check_results_folder, pool_settings, run_pool_job, validate_pool_args
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     flag = "--results_dir" if args.results_dir else "--ticket_dir (the results' default folder)"
     results = check_results_folder(results_dir, flag)
     check_targets(args.targets, [f.round for f in files], args.ticket_dir)
+    check_imagenet_arch(args.arch)  # on every rank before the group forms, and before the long folder scan
     context = start_processes(args)
     data = load_imagefolder_data(args, context)
     model = imagenet_model_factory(args, data.num_classes)()

@@ -22,7 +22,7 @@ import time
 
 from ...config.commands import LauncherSettings
 from ...config.settings import add_config_arguments
-from ...core.errors import UserError, cli_entry
+from ...core.errors import UserError, cli_entry, unblock_signals
 
 THIS_MODULE = "lotterypools.cli.commands.multiproc"
 CHILD_FLAG = "--run_script_as_child"
@@ -197,6 +197,7 @@ def launch(argv: list[str]) -> None:
     received: list[int] = []
     handled = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]  # no SIGHUP on Windows
     previous = {signum: signal.signal(signum, lambda signum, _: received.append(signum)) for signum in handled}
+    unblock_signals(handled)  # also for the agent and workers, which inherit this mask
     try:
         # its own session: a Ctrl-C on the terminal reaches the agent once, from here, not twice
         agent = subprocess.Popen([sys.executable, "-m", THIS_MODULE, AGENT_FLAG, *argv], start_new_session=True,
