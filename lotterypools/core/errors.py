@@ -35,10 +35,18 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated
 
 
+LAUNCHED_WORKER = "LOTTERYPOOLS_LAUNCHER_PID"  # environment: set by multiproc.py in the processes it launches
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated`; a handler someone else installed is left alone."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    """Within the block, SIGTERM raises :class:`Terminated`; a handler someone else installed is left alone.
+
+    Not in a worker of multiproc.py: a Python handler waits for the running C call to return, and a worker blocked
+    in a collective whose peer died would then outlive its launcher; there SIGTERM keeps its immediate default.
+    """
+    if (threading.current_thread() is not threading.main_thread() or LAUNCHED_WORKER in os.environ
+            or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL):
         yield
         return
     signal.signal(signal.SIGTERM, _raise_terminated)

@@ -673,6 +673,17 @@ def test_a_sigterm_handler_someone_installed_is_left_alone():
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_launched_worker_keeps_the_default_sigterm(monkeypatch):
+    import signal
+
+    from lotterypools.core.errors import LAUNCHED_WORKER, sigterm_as_interrupt
+
+    monkeypatch.setenv(LAUNCHED_WORKER, "1")  # as multiproc.py sets it: a worker must die at once, even in a C call
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    with sigterm_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
 def test_a_training_stopped_by_sigterm_releases_its_folder_and_records_it(data_dir, tmp_path):
     import signal
     import subprocess

@@ -22,7 +22,7 @@ import time
 
 from ...config.commands import LauncherSettings
 from ...config.settings import add_config_arguments
-from ...core.errors import UserError, cli_entry, unblock_signals
+from ...core.errors import LAUNCHED_WORKER, UserError, cli_entry, unblock_signals
 
 THIS_MODULE = "lotterypools.cli.commands.multiproc"
 CHILD_FLAG = "--run_script_as_child"
@@ -30,7 +30,7 @@ AGENT_FLAG = "--run_torchrun_agent"
 SUPERVISOR_PID = "LOTTERYPOOLS_SUPERVISOR_PID"  # environment: the supervising launcher's PID, for the agent
 POLL_S, RESEND_S, KILL_AFTER_S = 0.2, 5.0, 60.0  # the supervisor's wait step, signal repeat and last resort
 DEFAULT_PORT = 29500
-LAUNCHER_PID = "LOTTERYPOOLS_LAUNCHER_PID"  # environment: the launcher's PID, for its children's parent-death check
+LAUNCHER_PID = LAUNCHED_WORKER  # environment: the agent's PID, for the workers' parent-death check
 INTERRUPTED = ("interrupted ({signal}): the launched processes were stopped; rerun the same command to continue "
                "where they stopped")
 
