@@ -320,10 +320,14 @@ def changed_settings(saved: Mapping[str, Any], config: Any) -> list[str]:
     return changed
 
 
+LONGEST_CHANGE = 80  # characters of one ``name old -> new`` in a refusal line
+
+
 def _value_changes(name: str, old: Any, new: Any) -> list[str]:
     """``name old -> new``; for nested settings (FreeTickets' sparse_config) one entry per differing key."""
     if not (isinstance(old, dict) and isinstance(new, dict)):
-        return [f"{name} {_describe(old)} -> {_describe(new)}"]
+        text = f"{name} {_describe(old)} -> {_describe(new)}"
+        return [name if len(text) > LONGEST_CHANGE else text]  # a long list (a plan's phases): its name says enough
     missing = object()
     return [change for key in sorted(set(old) | set(new), key=str) if old.get(key, missing) != new.get(key, missing)
             for change in _value_changes(f"{name}.{key}", old.get(key, "unset"), new.get(key, "unset"))]

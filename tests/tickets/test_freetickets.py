@@ -131,7 +131,7 @@ def test_main_dst_script_writes_a_ticket_and_continues(data_dir, tmp_path):
     assert again.returncode == 0 and f"{save} is already finished: nothing to train" in again.stdout
     changed = run_cli("main_DST.py", *args[:-4], "--epochs", "3", "--save_dir", str(save), cwd=tmp_path)
     assert changed.returncode == 2 and changed.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "holds a run with other settings (plan)" in changed.stderr
+    assert "holds a run with other settings (plan.lrs; plan.phases)" in changed.stderr
 
 
 def test_main_dst_default_folder_is_the_original_layout(data_dir, tmp_path):
