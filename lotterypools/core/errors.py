@@ -101,7 +101,8 @@ def cli_entry(main: Callable[..., object] | None = None, *, interrupted: str = R
             print(interrupted.replace("interrupted", "interrupted (SIGTERM)", 1), file=sys.stderr)
             sys.exit(TERMINATED_EXIT)
         except KeyboardInterrupt:
-            print(interrupted, file=sys.stderr)
+            if LAUNCHED_WORKER not in os.environ:  # under multiproc.py the launcher prints one line for all workers
+                print(interrupted, file=sys.stderr)
             sys.exit(130)
         except OSError as error:  # a write outside atomic_output (a plot) on a full or failing disk: one line too
             from .files import DISK_ERRNOS, disk_error

@@ -547,9 +547,10 @@ def _start_launcher(tmp_path, sigterm_blocked: bool = False):
         probe.bind(("", 0))
         port = probe.getsockname()[1]
     script = tmp_path / "worker.py"
-    # a script with its own Ctrl-C handling, in place before it says it has started (no window for a traceback)
+    # a script with its own Ctrl-C handling, in place before it says it has started (no window for a traceback);
+    # its line is one write: under PYTHONUNBUFFERED print writes its pieces apart, and two workers' pieces interleave
     script.write_text("import os, signal, sys, time\nsignal.signal(signal.SIGINT, lambda *_: sys.exit(130))\n"
-                      "print('pid', os.getpid(), flush=True)\ntime.sleep(120)\n")
+                      "os.write(1, f'pid {os.getpid()}\\n'.encode())\ntime.sleep(120)\n")
     launcher = subprocess.Popen([sys.executable, "-m", "lotterypools.cli.commands.multiproc", "--nproc_per_node", "2",
                                  "--master_port", str(port), str(script)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=_env(),
@@ -682,6 +683,22 @@ def test_a_launched_worker_keeps_the_default_sigterm(monkeypatch):
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     with sigterm_as_interrupt():
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_launched_worker_leaves_the_interrupted_line_to_its_launcher(monkeypatch, capsys):
+    from lotterypools.core.errors import LAUNCHED_WORKER, RERUN_CONTINUES, cli_entry
+
+    @cli_entry(interrupted=RERUN_CONTINUES)
+    def command():
+        raise KeyboardInterrupt  # the SIGINT torchrun passes on to each worker
+
+    for worker in (False, True):
+        if worker:
+            monkeypatch.setenv(LAUNCHED_WORKER, "1")
+        with pytest.raises(SystemExit) as stop:
+            command()
+        assert stop.value.code == 130
+        assert capsys.readouterr().err.strip() == ("" if worker else RERUN_CONTINUES)
 
 
 def test_a_training_stopped_by_sigterm_releases_its_folder_and_records_it(data_dir, tmp_path):
